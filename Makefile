@@ -1,0 +1,79 @@
+# Fleet Active Learning — every entry point a person or CI needs.
+#   make demo   set everything up, then run the main job end to end on the bundled real drive
+#   make test   set everything up, lint, then run every test (unit, property, integration)
+#   make lint   ruff (lint + format check) and mypy --strict on the packages
+#   make bench  the benchmarks in bench/ (ratios measured side by side in one run)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+# Debian packages the project needs: libusb for `import open3d`, Java 17 + Maven for the local
+# Kafka broker, PostgreSQL for the label-queue tests.
+DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql
+STAMP  := $(VENV)/.fleetal-installed
+
+.PHONY: help setup system-deps venv lint test test-unit test-integration bench demo kafka-jars clean
+
+help:
+	@sed -n '1,6p' Makefile
+
+# --- set-up ---------------------------------------------------------------------------------
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "need root to apt-get install$$missing; install them and re-run" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# uv installs from its cache (~/.cache/uv) by hard link: a fresh clone (CI) gets its several-GB
+# torch in seconds instead of re-unpacking it with pip.
+$(UV): | $(VENV)/bin/python
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml | $(UV)
+	$(UV) pip install -q --python $(PY) -e ".[test,bench]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+setup: system-deps venv kafka-jars
+
+kafka-jars: | $(STAMP)
+	$(PY) -m deploy.kafka.broker fetch
+
+# --- checks ---------------------------------------------------------------------------------
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+test-unit: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not integration"
+
+test-integration: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m integration
+
+bench: setup
+	$(PY) -m bench
+
+# --- the main job ---------------------------------------------------------------------------
+demo: setup
+	@echo "make demo: the edge agent (issue 4) and ingest service (issue 5) are not built yet; nothing to run end to end." >&2; exit 1
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache reports var

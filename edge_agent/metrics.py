@@ -1,0 +1,166 @@
+"""Prometheus metrics of the edge agent; every one is documented in ``docs/metrics.md``.
+
+All metrics live in the registry passed in (tests use a fresh ``CollectorRegistry()``); gauges
+that are costly to keep current (spool frames, bytes, oldest age) are computed at scrape time by
+a collector that asks the spool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Inference on an edge GPU takes milliseconds; on a CPU, tens to hundreds.
+_INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# A stream decision costs microseconds.
+_DECISION_BUCKETS = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
+_SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+_SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    frames: int
+    bytes: int
+    oldest_age_s: float
+    evicted_total: int
+
+
+class _SpoolCollector(Collector):
+    def __init__(self, stats: Callable[[], SpoolStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        s = self._stats()
+        yield GaugeMetricFamily(
+            "fleetal_edge_spool_frames", "Selected frames waiting in the spool", value=s.frames
+        )
+        yield GaugeMetricFamily(
+            "fleetal_edge_spool_bytes", "Bytes of the frames waiting in the spool", value=s.bytes
+        )
+        yield GaugeMetricFamily(
+            "fleetal_edge_spool_oldest_age_seconds",
+            "Age of the oldest frame waiting in the spool (0 when empty)",
+            value=s.oldest_age_s,
+        )
+        yield GaugeMetricFamily(
+            "fleetal_edge_spool_evicted_frames",
+            "Unsent frames evicted (lowest score first) because the spool was full, since start",
+            value=s.evicted_total,
+        )
+
+
+class AgentMetrics:
+    """The edge agent's metrics, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, *, vehicle_id: str) -> None:
+        self.registry = registry
+        self.vehicle_id = vehicle_id
+        self.frames_in = Counter(
+            "fleetal_edge_frames_in_total",
+            "Frames read from the source, good or bad",
+            registry=registry,
+        )
+        self.frames_scored = Counter(
+            "fleetal_edge_frames_scored_total",
+            "Frames that passed the quality gate and were scored by the models",
+            registry=registry,
+        )
+        self.frames_selected = Counter(
+            "fleetal_edge_frames_selected_total",
+            "Frames selected for labeling and written to the spool",
+            registry=registry,
+        )
+        self.frames_dropped = Counter(
+            "fleetal_edge_frames_dropped_total",
+            "Frames not selected or not scorable, by reason (selector reasons, quality-gate "
+            "reasons, source and model errors)",
+            ["reason"],
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "fleetal_edge_inference_seconds",
+            "Model inference time per frame, by model and execution provider",
+            ["model", "provider"],
+            buckets=_INFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.decision_seconds = Histogram(
+            "fleetal_edge_decision_seconds",
+            "Selector decision time per frame (uncertainty, diversity, budget)",
+            buckets=_DECISION_BUCKETS,
+            registry=registry,
+        )
+        self.score = Histogram(
+            "fleetal_edge_score",
+            "Distribution of the fused per-frame selection score",
+            buckets=_SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.threshold = Gauge(
+            "fleetal_edge_selection_threshold",
+            "Current adaptive score threshold of the budget controller",
+            registry=registry,
+        )
+        self.selection_rate = Gauge(
+            "fleetal_edge_selection_rate",
+            "Realised selection rate (selected / scored) since start",
+            registry=registry,
+        )
+        self.target_rate = Gauge(
+            "fleetal_edge_selection_target_rate",
+            "Configured target selection rate (the budget)",
+            registry=registry,
+        )
+        self.kafka_send_errors = Counter(
+            "fleetal_edge_kafka_send_errors_total",
+            "Failed Kafka sends (a frame is retried from the spool), by error type",
+            ["error"],
+            registry=registry,
+        )
+        self.kafka_send_seconds = Histogram(
+            "fleetal_edge_kafka_send_seconds",
+            "Time from handing a frame's chunks to the producer to the broker's last ack",
+            buckets=_SEND_BUCKETS,
+            registry=registry,
+        )
+        self.kafka_sent_bytes = Counter(
+            "fleetal_edge_kafka_sent_bytes_total",
+            "Payload bytes acknowledged by the broker",
+            registry=registry,
+        )
+        self.kafka_sent_frames = Counter(
+            "fleetal_edge_kafka_sent_frames_total",
+            "Frames acknowledged by the broker and removed from the spool",
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "fleetal_edge_model_info",
+            "Running model versions (value 1), with the execution provider actually in use",
+            ["kind", "model", "version", "sha256", "provider"],
+            registry=registry,
+        )
+        self.model_swaps = Counter(
+            "fleetal_edge_model_swaps_total",
+            "Model hot swaps, by result (ok, rolled_back)",
+            ["result"],
+            registry=registry,
+        )
+        self._running: dict[str, tuple[str, str, str, str, str]] = {}
+
+    def watch_spool(self, stats: Callable[[], SpoolStats]) -> None:
+        """Report spool gauges at scrape time from ``stats()``."""
+        self.registry.register(_SpoolCollector(stats))
+
+    def set_model(self, kind: str, model: str, version: str, sha256: str, provider: str) -> None:
+        """Mark ``model`` as the one running for ``kind`` (camera or lidar)."""
+        labels = (kind, model, version, sha256[:12], provider)
+        previous = self._running.get(kind)
+        if previous is not None and previous != labels:
+            self.model_info.remove(*previous)
+        self._running[kind] = labels
+        self.model_info.labels(*labels).set(1)

@@ -1,0 +1,1 @@
+"""Wire contracts between vehicles and the centre: versioned, chunked, validated."""

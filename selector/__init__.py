@@ -1,0 +1,4 @@
+"""Stream selection: what is worth a human label, decided frame by frame.
+
+Pure numpy: no I/O, no clock reads, no globals; deterministic for a given seed.
+"""
