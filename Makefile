@@ -12,8 +12,8 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the project needs: libusb for `import open3d`, Java 17 + Maven for the local
-# Kafka broker, PostgreSQL for the label-queue tests.
-DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql
+# Kafka broker, PostgreSQL for the label-queue tests, Prometheus for the scrape tests.
+DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus
 STAMP  := $(VENV)/.fleetal-installed
 
 .PHONY: help setup system-deps venv lint test test-unit test-integration bench demo kafka-jars clean

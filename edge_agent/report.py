@@ -1,0 +1,209 @@
+"""The replay report: ``summary.json``, ``frames.csv`` and two PNG plots.
+
+Written by ``edge-agent replay --report DIR`` so that data engineers can compare strategies and
+budgets on recorded drives before a rollout. Plots are matplotlib PNGs (headless, Agg backend).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FRAME_COLUMNS = (
+    "seq",
+    "timestamp_ns",
+    "x_m",
+    "y_m",
+    "score",
+    "threshold",
+    "selected",
+    "reason",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRow:
+    """One frame of a replay: what was scored and what was decided."""
+
+    seq: int
+    timestamp_ns: int
+    x_m: float | None
+    y_m: float | None
+    score: float | None
+    threshold: float | None
+    selected: bool
+    reason: str
+    components: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    drive: str
+    frames_total: int
+    frames_scored: int
+    frames_selected: int
+    selection_rate: float
+    budget: float
+    dropped_by_reason: dict[str, int]
+    provider: str
+    model_versions: dict[str, str]
+    wall_seconds: float
+    frames_per_second: float
+    strategy: str
+    seed: int
+    selected_seqs: list[int]
+
+
+def summarise(
+    rows: Sequence[FrameRow],
+    *,
+    drive: str,
+    budget: float,
+    provider: str,
+    model_versions: Mapping[str, str],
+    wall_seconds: float,
+    strategy: str,
+    seed: int,
+) -> Summary:
+    """Aggregate the rows of one replay."""
+    selected = [r.seq for r in rows if r.selected]
+    scored = sum(1 for r in rows if r.score is not None)
+    dropped = Counter(r.reason for r in rows if not r.selected)
+    return Summary(
+        drive=drive,
+        frames_total=len(rows),
+        frames_scored=scored,
+        frames_selected=len(selected),
+        selection_rate=len(selected) / scored if scored else 0.0,
+        budget=budget,
+        dropped_by_reason=dict(sorted(dropped.items())),
+        provider=provider,
+        model_versions=dict(model_versions),
+        wall_seconds=round(wall_seconds, 3),
+        frames_per_second=round(len(rows) / wall_seconds, 2) if wall_seconds > 0 else 0.0,
+        strategy=strategy,
+        seed=seed,
+        selected_seqs=selected,
+    )
+
+
+def write_report(out_dir: Path, rows: Sequence[FrameRow], summary: Summary) -> list[Path]:
+    """Write summary.json, frames.csv and the plots into ``out_dir``; return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [_write_summary(out_dir / "summary.json", summary)]
+    written.append(_write_csv(out_dir / "frames.csv", rows))
+    written.append(plot_timeline(out_dir / "score_timeline.png", rows, summary))
+    track = plot_track(out_dir / "ego_track.png", rows, summary)
+    if track is not None:
+        written.append(track)
+    return written
+
+
+def _write_summary(path: Path, summary: Summary) -> Path:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(summary), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def _write_csv(path: Path, rows: Sequence[FrameRow]) -> Path:
+    component_names = sorted({name for r in rows for name in r.components})
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*FRAME_COLUMNS, *component_names])
+        for r in rows:
+            writer.writerow(
+                [
+                    r.seq,
+                    r.timestamp_ns,
+                    _fmt(r.x_m),
+                    _fmt(r.y_m),
+                    _fmt(r.score),
+                    _fmt(r.threshold),
+                    int(r.selected),
+                    r.reason,
+                    *(_fmt(r.components.get(name)) for name in component_names),
+                ]
+            )
+    return path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_timeline(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path:
+    """Score over time with the adaptive threshold and the selections marked."""
+    plt = _pyplot()
+    t0 = rows[0].timestamp_ns if rows else 0
+    t = [(r.timestamp_ns - t0) / 1e9 for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=110)
+    scored = [(ti, r) for ti, r in zip(t, rows, strict=True) if r.score is not None]
+    ax.plot([ti for ti, _ in scored], [r.score for _, r in scored], lw=0.8, label="score")
+    thr = [(ti, r.threshold) for ti, r in scored if r.threshold is not None]
+    if thr:
+        ax.plot([a for a, _ in thr], [b for _, b in thr], lw=1.0, ls="--", label="threshold")
+    sel = [(ti, r.score) for ti, r in scored if r.selected]
+    if sel:
+        ax.scatter([a for a, _ in sel], [b for _, b in sel], s=18, c="red", label="selected")
+    ax.set_xlabel("time since start of drive (s)")
+    ax.set_ylabel("selection score")
+    ax.set_title(
+        f"{summary.drive}: {summary.frames_selected}/{summary.frames_total} selected "
+        f"({summary.selection_rate:.1%}, budget {summary.budget:.1%}, {summary.strategy})"
+    )
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_track(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path | None:
+    """The ego track coloured by score, selections marked; None if the drive has no poses."""
+    pts = [r for r in rows if r.x_m is not None and r.y_m is not None]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 7), dpi=110)
+    xs = [r.x_m for r in pts]
+    ys = [r.y_m for r in pts]
+    scores = [r.score if r.score is not None else float("nan") for r in pts]
+    sc = ax.scatter(xs, ys, c=scores, s=6, cmap="viridis", vmin=0.0, vmax=1.0)
+    fig.colorbar(sc, ax=ax, label="selection score")
+    sel = [r for r in pts if r.selected]
+    if sel:
+        ax.scatter(
+            [r.x_m for r in sel],
+            [r.y_m for r in sel],
+            s=60,
+            facecolors="none",
+            edgecolors="red",
+            label="selected",
+        )
+        ax.legend(loc="best")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("east (m)")
+    ax.set_ylabel("north (m)")
+    ax.set_title(f"{summary.drive}: ego track coloured by score")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,54 @@
+"""A real Prometheus scrapes the agent's /metrics; the shipped rules and config are valid."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from deploy.prometheus.local import LocalPrometheus
+from edge_agent.metrics import AgentMetrics, SpoolStats
+from schemas.ops import OpsServer
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+pytestmark = pytest.mark.integration
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    assert tool is not None, "promtool missing: `apt-get install prometheus` (make test does)"
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_shipped_alert_rules_and_config_are_valid() -> None:
+    rules = _promtool("check", "rules", str(DEPLOY / "alerts.yml"))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS: 7 rules found" in rules.stdout + rules.stderr
+    config = _promtool("check", "config", str(DEPLOY / "prometheus.yml"))
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_prometheus_scrapes_the_agent_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry, vehicle_id="veh-scrape")
+    metrics.watch_spool(lambda: SpoolStats(frames=2, bytes=1234, oldest_age_s=9.0, evicted_total=0))
+    metrics.frames_in.inc(42)
+    metrics.frames_dropped.labels("quality_blur").inc(3)
+    metrics.set_model("camera", "ref-camera", "1.0.0", "ab" * 32, "CPUExecutionProvider")
+    server = OpsServer(registry).start()
+    try:
+        with LocalPrometheus([f"127.0.0.1:{server.port}"]) as prom:
+            result = prom.wait_for("fleetal_edge_frames_in_total")
+            assert float(result[0]["value"][1]) == 42.0
+            dropped = prom.wait_for('fleetal_edge_frames_dropped_total{reason="quality_blur"}')
+            assert float(dropped[0]["value"][1]) == 3.0
+            spool = prom.wait_for("fleetal_edge_spool_bytes")
+            assert float(spool[0]["value"][1]) == 1234.0
+            model = prom.wait_for("fleetal_edge_model_info")
+            assert model[0]["metric"]["provider"] == "CPUExecutionProvider"
+    finally:
+        server.stop()
