@@ -1,0 +1,1 @@
+"""Unit tests of the edge agent: sources, frames, quality gate."""
