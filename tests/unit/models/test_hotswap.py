@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from edge_agent.models import ModelError, ModelSlot, RunnerConfig, SwapError, load_model
 from edge_agent.models.hotswap import SwapReport
-from tests.unit.models.conftest import build_camera, build_lidar, lidar_props
+from tests.support.tiny_models import build_camera, build_lidar, lidar_props
 
 CPU_ONLY = RunnerConfig(providers=("cpu",))
 

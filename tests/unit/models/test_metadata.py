@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.models import ModelMetadataError, metadata_from_mapping, read_metadata
 from edge_agent.models.errors import ModelLoadError
-from tests.unit.models.conftest import build_lidar, camera_props, lidar_props
+from tests.support.tiny_models import build_lidar, camera_props, lidar_props
 
 
 def test_lidar_props_parse_and_round_trip() -> None:

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from edge_agent.models import ModelInputError, RunnerConfig, load_model, metadata_from_mapping
 from edge_agent.models.preprocess import prepare_image, prepare_points, select_points
 from edge_agent.models.runner import CameraModel, LidarModel
-from tests.unit.models.conftest import camera_props, lidar_props
+from tests.support.tiny_models import camera_props, lidar_props
 
 CPU_ONLY = RunnerConfig(providers=("cpu",))
 NUSC_FIELDS = ("x", "y", "z", "intensity", "ring")

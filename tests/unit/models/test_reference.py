@@ -20,7 +20,7 @@ from edge_agent.models.reference.data import (
 )
 from edge_agent.models.reference.train import main
 from edge_agent.models.runner import CameraModel, LidarModel
-from tests.unit.models.conftest import DATA
+from tests.support.tiny_models import DATA
 
 CPU_ONLY = RunnerConfig(providers=("cpu",))
 

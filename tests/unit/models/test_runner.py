@@ -21,7 +21,7 @@ from edge_agent.models import (
 )
 from edge_agent.models.errors import ModelConfigError
 from edge_agent.models.runner import LidarModel, softmax
-from tests.unit.models.conftest import build_lidar, lidar_props
+from tests.support.tiny_models import build_lidar, lidar_props
 
 CPU_ONLY = RunnerConfig(providers=("cpu",))
 
