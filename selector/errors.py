@@ -3,9 +3,9 @@
 The tree::
 
     SelectorError (ValueError)
-    ├── InvalidScoresError      probabilities / logits of the wrong shape, non-finite, rows not summing to 1
-    ├── InvalidConfigError      an unknown rule or method name, a weight or budget out of range
-    └── StateError              saved selector state that cannot be restored (wrong version, corrupt)
+    ├── InvalidScoresError   wrong shape, non-finite, rows not summing to 1
+    ├── InvalidConfigError   unknown rule or method name, weight or budget out of range
+    └── StateError           saved state that cannot be restored (wrong version, corrupt)
 
 Every message names the argument at fault and, where there is a fixed set of valid values,
 lists them.

@@ -1,0 +1,335 @@
+"""The stream selector: one frame in, select or drop with the reason, state to bytes.
+
+Pipeline of :meth:`StreamSelector.decide`, for one frame:
+
+1. **uncertainty** per sensor, from class probabilities (``uncertainty_method``, via
+   :func:`selector.uncertainty.uncertainty_scores`) or a precomputed score in [0, 1];
+2. **sensor fusion** of camera and LiDAR (:func:`selector.fusion.fuse_sensors`);
+3. **novelty** against the memory of selected frames (:class:`DiversityMemory`);
+4. **budget** (:class:`BudgetController`): cold start, streaming-quantile threshold, caps.
+
+When novelty is computed, and what it costs: a novelty query is the one step whose cost
+grows with the memory (a few microseconds in the common case, up to a full pass over the
+memory in the worst case, see :mod:`selector.diversity`). So it is computed
+
+* for every frame when the combine rule uses it (``"novelty"``, ``"weighted"``,
+  ``"product"``, ``"geometric"``) or during a ``"diversity"`` cold start, because the score
+  that the budget thresholds depends on it;
+* otherwise (rule ``"uncertainty"``) only for frames that the budget would select, as a
+  veto: a frame whose novelty is below ``similar_threshold`` is dropped as ``too_similar``.
+  At a 5 % rate that is one query per twenty frames, and a cheap one: the search is capped at
+  ``similar_threshold`` (``DiversityMemory.novelty(..., cap=...)``), so only entries close in
+  time and space are looked at. The ``novelty`` component of such a decision is then
+  ``min(novelty, similar_threshold)``.
+
+The veto applies to every would-be selection, cold start included. Vetoed frames count as not
+selected, so the budget's integral correction makes up for them with other frames.
+
+``decide`` is pure; ``update(decision, frame)`` commits (remembers a selected frame, advances
+the budget). ``state_bytes`` / ``from_state`` save and restore everything, without pickle.
+
+>>> cfg = SelectorConfig(budget=BudgetConfig(target_rate=0.5, cold_start_frames=0),
+...                      diversity=DiversityConfig(dim=2, similar_threshold=0.05))
+>>> sel = StreamSelector(cfg, seed=1)
+>>> frame = FrameScores(timestamp_s=0.0, camera_probs=np.array([0.8, 0.2]),
+...                     position=(0.0, 0.0), embedding=np.array([1.0, 0.0]))
+>>> d = sel.decide(frame)
+>>> d.selected, d.reason, round(d.component("uncertainty"), 3)
+(True, <Reason.SELECTED: 'selected'>, 0.722)
+>>> sel.update(d, frame)
+>>> sel.decide(FrameScores(timestamp_s=0.1, camera_probs=np.array([0.5, 0.5]),
+...     position=(0.0, 0.0), embedding=np.array([1.0, 0.0]))).reason  # the same scene again
+<Reason.TOO_SIMILAR: 'too_similar'>
+>>> StreamSelector.from_state(cfg, sel.state_bytes()).decide(frame) == sel.decide(frame)
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from selector.budget import BudgetConfig, BudgetController
+from selector.decision import Decision, Reason
+from selector.diversity import DiversityMemory, Eviction, Novelty
+from selector.errors import InvalidConfigError, InvalidScoresError, StateError
+from selector.fusion import (
+    COMBINE_RULES,
+    FUSION_RULES,
+    combine_uncertainty_novelty,
+    fuse_sensors,
+)
+from selector.state import pack, unpack
+from selector.uncertainty import COMMITTEE_METHODS, check_method, uncertainty_scores
+
+__all__ = [
+    "DiversityConfig",
+    "FrameScores",
+    "Selector",
+    "SelectorConfig",
+    "StreamSelector",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameScores:
+    """What the selector needs to know about one frame (model outputs, not sensor data).
+
+    Per sensor, give either class probabilities (``(K,)``; ``(T, K)`` for the committee
+    methods ``bald`` / ``vote_entropy`` / ``mean_kl``) or a precomputed uncertainty in
+    [0, 1], not both; at least one sensor. ``position`` (ego, metres, xy or xyz) and
+    ``embedding`` are required when the selector has a diversity memory.
+    """
+
+    timestamp_s: float
+    nbytes: int = 0
+    camera_probs: NDArray[np.floating[Any]] | None = None
+    lidar_probs: NDArray[np.floating[Any]] | None = None
+    camera_uncertainty: float | None = None
+    lidar_uncertainty: float | None = None
+    position: tuple[float, ...] | NDArray[np.floating[Any]] | None = None
+    embedding: NDArray[np.floating[Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiversityConfig:
+    """Parameters of the diversity memory (see :class:`DiversityMemory`)."""
+
+    capacity: int = 10_000
+    dim: int = 512
+    time_scale_s: float = 60.0
+    space_scale_m: float = 100.0
+    weights: tuple[float, float, float] = (0.25, 0.25, 0.5)
+    similar_threshold: float = 0.05
+    eviction: Eviction = "fifo"
+
+    def build(self, seed: int) -> DiversityMemory:
+        """A fresh, empty memory."""
+        return DiversityMemory(
+            self.capacity,
+            self.dim,
+            time_scale_s=self.time_scale_s,
+            space_scale_m=self.space_scale_m,
+            weights=self.weights,
+            similar_threshold=self.similar_threshold,
+            eviction=self.eviction,
+            seed=seed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorConfig:
+    """Configuration of a :class:`StreamSelector`; validated on construction."""
+
+    budget: BudgetConfig
+    uncertainty_method: str = "entropy"
+    logits: bool = False
+    sensor_fusion: str = "max"
+    camera_weight: float = 0.5
+    combine_rule: str = "uncertainty"
+    alpha: float = 0.5
+    diversity: DiversityConfig | None = field(default_factory=DiversityConfig)
+
+    def __post_init__(self) -> None:
+        check_method(self.uncertainty_method)
+        if self.sensor_fusion not in FUSION_RULES:
+            raise InvalidConfigError(
+                f"sensor_fusion must be one of {FUSION_RULES}; got {self.sensor_fusion!r}"
+            )
+        if self.combine_rule not in COMBINE_RULES:
+            raise InvalidConfigError(
+                f"combine_rule must be one of {COMBINE_RULES}; got {self.combine_rule!r}"
+            )
+        for name in ("camera_weight", "alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise InvalidConfigError(f"{name} must be in [0, 1]; got {value!r}")
+        if self.diversity is None:
+            if self.combine_rule != "uncertainty":
+                raise InvalidConfigError(
+                    f"combine_rule {self.combine_rule!r} needs novelty: set diversity"
+                )
+            if self.budget.cold_start_mode == "diversity":
+                raise InvalidConfigError("cold_start_mode 'diversity' needs diversity to be set")
+        else:
+            self.diversity.build(0)  # validates the memory parameters
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as JSON-compatible data (tuples as lists)."""
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return data
+
+
+class Selector(Protocol):
+    """What every selection strategy offers (the conformance suite checks it)."""
+
+    def decide(self, frame: FrameScores) -> Decision: ...
+
+    def update(self, decision: Decision, frame: FrameScores) -> None: ...
+
+    def state_bytes(self) -> bytes: ...
+
+
+_KIND = "stream_selector"
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    a, b = np.random.SeedSequence(seed).generate_state(2)
+    return int(a), int(b)
+
+
+class StreamSelector:
+    """Uncertainty + diversity + budget, frame by frame; see the module docstring."""
+
+    def __init__(self, config: SelectorConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        budget_seed, memory_seed = _seeds(seed)
+        self._budget = BudgetController(config.budget, seed=budget_seed)
+        self._memory = None if config.diversity is None else config.diversity.build(memory_seed)
+        self._novelty_always = config.combine_rule != "uncertainty"
+        self._committee = config.uncertainty_method in COMMITTEE_METHODS
+
+    @property
+    def budget(self) -> BudgetController:
+        """The budget controller (read it; mutate it only through :meth:`update`)."""
+        return self._budget
+
+    @property
+    def memory(self) -> DiversityMemory | None:
+        """The diversity memory, if configured (read only)."""
+        return self._memory
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _sensor(self, probs: ArrayLike | None, score: float | None, name: str) -> float | None:
+        if probs is None:
+            if score is not None and not (isinstance(score, float | int) and 0 <= score <= 1):
+                raise InvalidScoresError(f"{name}_uncertainty must be in [0, 1], got {score!r}")
+            return None if score is None else float(score)
+        if score is not None:
+            raise InvalidScoresError(f"give {name}_probs or {name}_uncertainty, not both")
+        p = np.asarray(probs, dtype=np.float64)
+        want = 2 if self._committee else 1
+        if p.ndim != want:
+            raise InvalidScoresError(
+                f"{name}_probs must have {want} dimension(s) for method "
+                f"{self.config.uncertainty_method!r}, got shape {p.shape}"
+            )
+        batch = p[:, None, :] if self._committee else p[None, :]
+        return float(
+            uncertainty_scores(batch, self.config.uncertainty_method, logits=self.config.logits)[0]
+        )
+
+    def _novelty(self, frame: FrameScores, cap: float = 1.0) -> Novelty:
+        memory = self._memory
+        if memory is None:  # pragma: no cover - guarded by the callers
+            raise StateError("no diversity memory configured")
+        if frame.position is None or frame.embedding is None:
+            missing = "position" if frame.position is None else "embedding"
+            raise InvalidScoresError(f"frame.{missing} is required with a diversity memory")
+        return memory.novelty(frame.timestamp_s, frame.position, frame.embedding, cap=cap)
+
+    def decide(self, frame: FrameScores) -> Decision:
+        """Decide one frame; changes nothing (commit with :meth:`update`)."""
+        cfg = self.config
+        cam = self._sensor(frame.camera_probs, frame.camera_uncertainty, "camera")
+        lid = self._sensor(frame.lidar_probs, frame.lidar_uncertainty, "lidar")
+        u = fuse_sensors(cam, lid, cfg.sensor_fusion, camera_weight=cfg.camera_weight)
+        budget = self._budget
+        nov: Novelty | None = None
+        if self._memory is not None and (
+            self._novelty_always
+            or (budget.in_cold_start and cfg.budget.cold_start_mode == "diversity")
+        ):
+            nov = self._novelty(frame)
+        if self._novelty_always and nov is not None:
+            score = combine_uncertainty_novelty(u, nov.value, cfg.combine_rule, alpha=cfg.alpha)
+        else:
+            score = u
+        selected, threshold, reason, draw = budget.evaluate(
+            score, frame.timestamp_s, frame.nbytes, novelty=None if nov is None else nov.value
+        )
+        if selected and self._memory is not None:
+            if nov is None:  # veto only: a search bounded by the threshold suffices
+                nov = self._novelty(frame, cap=self._memory.similar_threshold)
+            if self._memory.is_too_similar(nov.value):
+                selected, reason = False, Reason.TOO_SIMILAR
+        components: list[tuple[str, float]] = []
+        if cam is not None:
+            components.append(("camera", cam))
+        if lid is not None:
+            components.append(("lidar", lid))
+        components.append(("uncertainty", u))
+        if nov is not None:
+            components.append(("novelty", nov.value))
+        return Decision(
+            selected=selected,
+            score=float(score),
+            threshold=threshold,
+            reason=reason,
+            seq=budget.frames_seen,
+            timestamp_s=float(frame.timestamp_s),
+            nbytes=int(frame.nbytes),
+            draw=draw,
+            components=tuple(components),
+        )
+
+    def update(self, decision: Decision, frame: FrameScores) -> None:
+        """Commit ``decision`` (from :meth:`decide` on ``frame``, the current frame)."""
+        if decision.seq != self._budget.frames_seen:
+            raise StateError(
+                f"decision.seq {decision.seq} does not match the next frame "
+                f"{self._budget.frames_seen}; each decision is committed once, in order"
+            )
+        if decision.timestamp_s != frame.timestamp_s:
+            raise StateError("decision and frame disagree on timestamp_s: not the same frame")
+        if decision.selected and self._memory is not None:
+            if frame.position is None or frame.embedding is None:
+                raise InvalidScoresError("frame.position and frame.embedding are required")
+            self._memory.add(frame.timestamp_s, frame.position, frame.embedding)
+        self._budget.update(decision)
+
+    # -- state -------------------------------------------------------------------------------
+    def state_bytes(self) -> bytes:
+        """Everything needed to continue exactly where this selector is, as bytes."""
+        bh, ba = self._budget.get_state()
+        header: dict[str, Any] = {"config": self.config.to_json(), "seed": self.seed, "budget": bh}
+        arrays = {f"budget.{k}": v for k, v in ba.items()}
+        if self._memory is not None:
+            mh, ma = self._memory.get_state()
+            header["memory"] = mh
+            arrays.update({f"memory.{k}": v for k, v in ma.items()})
+        return pack(_KIND, header, arrays)
+
+    @classmethod
+    def from_state(cls, config: SelectorConfig, data: bytes) -> StreamSelector:
+        """A selector restored from :meth:`state_bytes`; ``config`` must be the saved one."""
+        header, arrays = unpack(data, _KIND)
+        if header.get("config") != config.to_json():
+            raise StateError("selector state was saved with a different SelectorConfig")
+        seed = header.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise StateError("corrupt selector state: seed")
+        obj = cls(config, seed)
+        obj._budget = BudgetController.from_state(
+            config.budget, _sub(header, "budget"), _prefixed(arrays, "budget.")
+        )
+        if obj._memory is not None:
+            obj._memory.restore(_sub(header, "memory"), _prefixed(arrays, "memory."))
+        return obj
+
+
+def _sub(header: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = header.get(name)
+    if not isinstance(value, dict):
+        raise StateError(f"corrupt selector state: missing section {name!r}")
+    return value
+
+
+def _prefixed(arrays: Mapping[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
