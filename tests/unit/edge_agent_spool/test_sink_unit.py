@@ -1,0 +1,366 @@
+"""The Kafka sink's logic against a fake producer: ack/nack, backoff, stop, dead letters, config.
+
+The real broker is exercised in tests/integration/test_sink.py; these run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.kafka_config import KafkaSecurity
+from edge_agent.sink import KafkaSink, SinkConfig
+from edge_agent.spool import Spool
+from schemas.chunking import Reassembler
+
+
+class FakeTimeoutError(Exception):
+    pass
+
+
+class FakeFuture:
+    def __init__(self, outcome: BaseException | str | None) -> None:
+        self.outcome = outcome  # None: success, exception: failure, "hang": never completes
+        self.is_done = outcome != "hang"
+
+    def get(self, timeout: float | None = None) -> Any:
+        if not self.is_done:
+            time.sleep(min(timeout or 0.0, 0.01))
+            raise FakeTimeoutError("not done")
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return "metadata"
+
+
+class FakeProducer:
+    def __init__(self, behaviour: str = "ok", fail_keys: frozenset[str] = frozenset()) -> None:
+        self.behaviour = behaviour
+        self.fail_keys = fail_keys
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.closed = False
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> FakeFuture:
+        assert value is not None
+        assert key is not None
+        if self.behaviour == "send_raises" and self.sent:
+            raise RuntimeError("metadata not available")
+        self.sent.append((topic, key, value))
+        if self.behaviour == "hang":
+            return FakeFuture("hang")
+        if self.behaviour == "fail" or key.decode() in self.fail_keys:
+            return FakeFuture(ConnectionError("broker gone"))
+        return FakeFuture(None)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class Factory:
+    """Hands out producers in order; an Exception in the list is raised instead."""
+
+    def __init__(self, *producers: FakeProducer | Exception) -> None:
+        self.queue = list(producers)
+        self.made: list[FakeProducer] = []
+        self.kwargs: list[Mapping[str, object]] = []
+
+    def __call__(self, kwargs: Mapping[str, object]) -> FakeProducer:
+        self.kwargs.append(kwargs)
+        item = self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
+        if isinstance(item, Exception):
+            raise item
+        self.made.append(item)
+        return item
+
+
+def config(**overrides: Any) -> SinkConfig:
+    settings: dict[str, Any] = {
+        "bootstrap_servers": ("broker:9092",),
+        "topic": "fleet.frames",
+        "max_message_bytes": 1024,
+        "backoff_initial_s": 0.5,
+        "backoff_max_s": 4.0,
+        "batch_max_frames": 10,
+    }
+    settings.update(overrides)
+    return SinkConfig(**settings)
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    s = Spool(tmp_path / "spool.db", max_bytes=1 << 24)
+    yield s
+    s.close()
+
+
+def test_delivered_frames_are_acked_with_every_chunk_keyed_by_frame(spool: Spool) -> None:
+    payloads = {"a": b"A" * 3000, "b": b"", "c": bytes(range(256)) * 4}
+    for key, data in payloads.items():
+        spool.put(key, data, 0.5)
+    producer = FakeProducer()
+    sink = KafkaSink(config(), spool, producer_factory=Factory(producer))
+    assert sink.run_once() == 3
+    assert spool.stats().frames == 0
+    reassembler = Reassembler(max_frame_bytes=1 << 20, max_inflight_bytes=1 << 20, timeout_s=9)
+    got: dict[str, bytes] = {}
+    for topic, key, value in producer.sent:
+        assert topic == "fleet.frames"
+        assert len(value) <= 1024
+        whole = reassembler.add(value, now=0.0)
+        if whole is not None:
+            got[key.decode()] = whole
+    assert got == payloads
+    stats = sink.stats()
+    assert stats.frames_sent_total == 3
+    assert stats.chunks_sent_total == len(producer.sent)
+    assert stats.bytes_sent_total == sum(len(p) for p in payloads.values())
+    assert stats.latency_seconds_count == 3
+    assert stats.connected
+
+
+def test_failed_frames_are_nacked_and_the_producer_is_rebuilt(spool: Spool) -> None:
+    spool.put("good", b"g", 0.9)
+    spool.put("bad", b"b", 0.1)
+    first = FakeProducer(fail_keys=frozenset({"bad"}))
+    second = FakeProducer()
+    factory = Factory(first, second)
+    sink = KafkaSink(config(), spool, producer_factory=factory, rng=random.Random(1))
+    assert sink.run_once() == 1
+    assert spool.keys() == ["bad"]
+    assert spool.keys("pending") == ["bad"]
+    assert first.closed
+    stats = sink.stats()
+    assert stats.send_errors_total == 1
+    assert stats.send_errors_by_type == {"ConnectionError": 1}
+    assert stats.consecutive_failures == 1
+    assert 0.4 <= stats.backoff_s <= 0.6
+    assert sink.run_once() == 1
+    assert factory.made == [first, second]
+    assert spool.stats().frames == 0
+    assert sink.stats().consecutive_failures == 0
+    assert sink.stats().backoff_s == 0.0
+
+
+def test_backoff_doubles_with_jitter_and_is_capped(spool: Spool) -> None:
+    spool.put("k", b"x", 0.5)
+    sink = KafkaSink(
+        config(), spool, producer_factory=Factory(FakeProducer("fail")), rng=random.Random(7)
+    )
+    seen = []
+    for _ in range(6):
+        assert sink.run_once() == 0
+        seen.append(sink.stats().backoff_s)
+    for got, base in zip(seen, [0.5, 1.0, 2.0, 4.0, 4.0, 4.0], strict=True):
+        assert 0.8 * base <= got <= 1.2 * base
+    [entry] = spool.lease(1, 100)
+    assert entry.attempts == 6
+
+
+def test_no_broker_at_start_is_counted_and_leases_nothing(spool: Spool) -> None:
+    spool.put("k", b"x", 0.5)
+    factory = Factory(TimeoutError("Unable to bootstrap"), FakeProducer())
+    sink = KafkaSink(config(), spool, producer_factory=factory)
+    assert sink.run_once() == 0
+    assert spool.keys("pending") == ["k"]  # never leased, so never in flight
+    assert sink.stats().producer_errors_total == 1
+    assert not sink.stats().connected
+    assert sink.run_once() == 1
+    assert spool.stats().frames == 0
+
+
+def test_send_raising_midway_fails_the_rest_of_the_batch_without_sending(spool: Spool) -> None:
+    for i in range(4):
+        spool.put(f"k{i}", b"x" * 10, 1 - i / 10)
+    producer = FakeProducer("send_raises")
+    sink = KafkaSink(config(), spool, producer_factory=Factory(producer, FakeProducer()))
+    assert sink.run_once() == 1  # k0 went out before send() started raising
+    assert len(producer.sent) == 1
+    assert sorted(spool.keys("pending")) == ["k1", "k2", "k3"]
+    assert sink.stats().send_errors_by_type == {"RuntimeError": 3}
+
+
+def test_unchunkable_frame_is_dead_lettered_and_counted(spool: Spool) -> None:
+    spool.put("x" * 70_000, b"payload", 0.9)  # the chunk header holds at most 65535 key bytes
+    spool.put("fine", b"payload", 0.1)
+    sink = KafkaSink(config(), spool, producer_factory=Factory(FakeProducer()))
+    assert sink.run_once() == 1
+    assert spool.stats().frames == 0
+    assert spool.stats().dropped_total == 1
+    assert sink.stats().dead_letter_total == 1
+
+
+def test_stop_aborts_a_hanging_send_within_the_drain_timeout(spool: Spool) -> None:
+    spool.put("k", b"x", 0.5)
+    producer = FakeProducer("hang")
+    sink = KafkaSink(config(), spool, producer_factory=Factory(producer))
+    sink.start()
+    deadline = time.monotonic() + 10
+    while not producer.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert producer.sent
+    # The sender thread is stuck waiting for the broker; the pipeline is not.
+    started = time.perf_counter()
+    assert spool.put("during", b"y", 0.5).stored
+    assert time.perf_counter() - started < 1.0
+    started = time.monotonic()
+    sink.close(timeout=0.5)
+    assert time.monotonic() - started < 5.0
+    assert producer.closed
+    assert sorted(spool.keys("pending")) == ["during", "k"]
+    assert sink.stats().send_errors_by_type == {"Aborted": 1}
+
+
+def test_thread_delivers_then_flush_reports_empty(spool: Spool) -> None:
+    sink = KafkaSink(config(idle_poll_s=0.01), spool, producer_factory=Factory(FakeProducer()))
+    sink.start()
+    try:
+        for i in range(20):
+            spool.put(f"k{i}", b"z" * 500, i / 20)
+        assert sink.flush(timeout=10.0)
+    finally:
+        sink.close()
+    assert sink.stats().frames_sent_total == 20
+
+
+def test_observer_sees_deliveries_and_failures(spool: Spool) -> None:
+    events: list[tuple[str, object]] = []
+
+    class Observer:
+        def delivered(self, frame_key: str, nbytes: int, seconds: float) -> None:
+            events.append(("ok", (frame_key, nbytes)))
+            assert seconds >= 0
+
+        def send_failed(self, error: str) -> None:
+            events.append(("error", error))
+
+    spool.put("a", b"12", 0.9)
+    spool.put("b", b"3", 0.1)
+    producer = FakeProducer(fail_keys=frozenset({"b"}))
+    sink = KafkaSink(config(), spool, producer_factory=Factory(producer), observer=Observer())
+    sink.run_once()
+    assert events == [("ok", ("a", 2)), ("error", "ConnectionError")]
+
+
+def test_concurrent_stop_and_run_once_is_safe(spool: Spool) -> None:
+    for i in range(50):
+        spool.put(f"k{i}", b"z", 0.5)
+    sink = KafkaSink(config(batch_max_frames=3), spool, producer_factory=Factory(FakeProducer()))
+    sink.start()
+    threads = [threading.Thread(target=sink.run_once) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert sink.flush(timeout=10)
+    sink.close()
+    assert sink.stats().frames_sent_total == 50
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_producer_kwargs_are_safe_by_default() -> None:
+    kwargs = SinkConfig().producer_kwargs()
+    assert kwargs["acks"] == "all"
+    assert kwargs["enable_idempotence"] is True
+    assert kwargs["max_in_flight_requests_per_connection"] == 5
+    assert kwargs["security_protocol"] == "PLAINTEXT"
+    assert kwargs["max_request_size"] >= 900_000
+    from kafka import KafkaProducer
+
+    assert set(kwargs) <= set(KafkaProducer.DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_in_flight_requests", 6, "max_in_flight_requests"),
+        ("bootstrap_servers", (), "bootstrap_servers"),
+        ("delivery_timeout_ms", 100, "delivery_timeout_ms"),
+        ("backoff_initial_s", 0.0, "backoff_initial_s"),
+        ("max_message_bytes", 10, "max_message_bytes"),
+        ("topic", "", "topic"),
+    ],
+)
+def test_bad_sink_config_names_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SinkConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_security_settings_pass_through_and_hide_secrets(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    sec = KafkaSecurity(
+        security_protocol="SASL_SSL",
+        ssl_cafile=ca,
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="vehicle-42",
+        sasl_plain_password="s3cret",
+    )
+    assert "s3cret" not in repr(sec)
+    kwargs = SinkConfig(security=sec).producer_kwargs()
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["ssl_cafile"] == str(ca)
+    assert kwargs["ssl_check_hostname"] is True
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kwargs["sasl_plain_username"] == "vehicle-42"
+    assert kwargs["sasl_plain_password"] == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"security_protocol": "SASL_SSL"}, "sasl_mechanism"),
+        ({"security_protocol": "TLS"}, "security_protocol"),
+        ({"ssl_cafile": Path("/nonexistent/ca.pem")}, "use SSL or SASL_SSL"),
+        (
+            {"security_protocol": "SSL", "ssl_cafile": Path("/nonexistent/ca.pem")},
+            "does not exist",
+        ),
+        (
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"},
+            "user name and a password",
+        ),
+        ({"sasl_mechanism": "PLAIN"}, "SASL settings given"),
+    ],
+)
+def test_bad_security_settings_name_the_field(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        KafkaSecurity(**settings)
+
+
+def test_stop_drains_the_spool_then_closes_the_producer(spool: Spool) -> None:
+    producer = FakeProducer()
+    sink = KafkaSink(config(batch_max_frames=2), spool, producer_factory=Factory(producer))
+    for i in range(30):
+        spool.put(f"k{i}", b"z" * 100, i / 30)
+    sink.start()
+    sink.stop(drain_timeout_s=30.0)
+    assert spool.stats().frames == 0
+    assert sink.stats().frames_sent_total == 30
+    assert producer.closed
+    sink.start()  # stop() is not close(): the sink can run again
+    spool.put("later", b"1", 0.5)
+    assert sink.flush(timeout=10.0)
+    sink.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        sink.start()
+
+
+def test_stop_with_the_broker_down_gives_up_at_the_deadline(spool: Spool) -> None:
+    spool.put("k", b"x", 0.5)
+    factory = Factory(TimeoutError("Unable to bootstrap"))
+    sink = KafkaSink(config(), spool, producer_factory=factory)
+    sink.start()
+    started = time.monotonic()
+    sink.stop(drain_timeout_s=1.0)
+    assert 0.9 <= time.monotonic() - started < 5.0
+    assert spool.keys("pending") == ["k"]  # stays for the next start
