@@ -16,7 +16,7 @@ UV_VERSION := 0.13.8
 DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus
 STAMP  := $(VENV)/.fleetal-installed
 
-.PHONY: help setup system-deps venv lint test test-unit test-integration bench demo kafka-jars clean
+.PHONY: help setup system-deps venv lint test test-unit test-integration bench demo models kafka-jars clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -72,8 +72,16 @@ bench: setup
 	$(PY) -m bench
 
 # --- the main job ---------------------------------------------------------------------------
-demo: setup
-	@echo "make demo: the edge agent (issue 4) and ingest service (issue 5) are not built yet; nothing to run end to end." >&2; exit 1
+# The reference models are trained on the bundled real data (~2-3 min on 2 cores), once.
+MODELS := models/camera.onnx models/lidar.onnx
+
+$(MODELS): | $(STAMP)
+	$(PY) -m edge_agent.models.reference.train --out models
+
+models: $(MODELS)
+
+demo: setup $(MODELS)
+	$(PY) -m deploy.demo.run
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache reports var

@@ -7,11 +7,11 @@ a collector that asks the spool.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Inference on an edge GPU takes milliseconds; on a CPU, tens to hundreds.
@@ -52,6 +52,22 @@ class _SpoolCollector(Collector):
             "Unsent frames evicted (lowest score first) because the spool was full, since start",
             value=s.evicted_total,
         )
+
+
+class _QualityCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "fleetal_edge_quality_issues",
+            "Sensors (a camera image or a sweep) the quality gate removed, by reason; the frame "
+            "itself goes on with its other sensors unless quality.on_bad_sensor = drop_frame",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._counts().items()):
+            family.add_metric([str(reason)], count)
+        yield family
 
 
 class AgentMetrics:
@@ -155,6 +171,10 @@ class AgentMetrics:
     def watch_spool(self, stats: Callable[[], SpoolStats]) -> None:
         """Report spool gauges at scrape time from ``stats()``."""
         self.registry.register(_SpoolCollector(stats))
+
+    def watch_quality(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Report the quality gate's per-reason counts at scrape time from ``counts()``."""
+        self.registry.register(_QualityCollector(counts))
 
     def set_model(self, kind: str, model: str, version: str, sha256: str, provider: str) -> None:
         """Mark ``model`` as the one running for ``kind`` (camera or lidar)."""

@@ -107,10 +107,11 @@ def load_config(
         merged = merge(merged, data)
     if env is not None:
         merged = merge(merged, env_overrides(cls, env))
-    return _build(cls, merged, prefix="")
+    return _build(cls, merged, "")
 
 
-def _build(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str, base: Any = None) -> T:
+    """Build ``cls`` from ``data``; keys ``data`` lacks come from ``base`` or the defaults."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"[{prefix.rstrip('.')}] must be a table, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -124,11 +125,20 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
+        default = getattr(base, name) if base is not None else _default_of(f)
         if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if default is dataclasses.MISSING:
                 raise ConfigError(f"missing required key '{prefix}{name}'")
+            if base is not None:
+                kwargs[name] = default
             continue
-        kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
+        table_tp = _dataclass_of(hints[name])
+        if table_tp is not None and isinstance(data[name], Mapping):
+            # a partial table keeps the defaults of the keys it does not name
+            sub_base = default if isinstance(default, table_tp) else None
+            kwargs[name] = _build(table_tp, data[name], f"{prefix}{name}.", sub_base)
+        else:
+            kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -136,10 +146,27 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
         raise ConfigError(f"[{where}]: {exc}") from exc
 
 
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _dataclass_of(tp: Any) -> type[Any] | None:
+    """The dataclass in ``tp`` (``X`` or ``X | None``), if there is one."""
+    candidates = get_args(tp) if get_origin(tp) in (types.UnionType, typing.Union) else (tp,)
+    for c in candidates:
+        if dataclasses.is_dataclass(c) and isinstance(c, type):
+            return c
+    return None
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _build(tp, value, prefix=f"{key}.")
+        return _build(tp, value, f"{key}.")
     if origin in (types.UnionType, typing.Union):
         args = [a for a in get_args(tp) if a is not type(None)]
         optional = len(args) < len(get_args(tp))
@@ -195,14 +222,12 @@ def describe(cls: type[Any], prefix: str = "") -> list[tuple[str, tuple[str, ...
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         keys = (*prefix.split(".")[:-1], f.name) if prefix else (f.name,)
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-            rows.extend(describe(tp, prefix=f"{prefix}{f.name}."))
+        table_tp = _dataclass_of(tp)
+        if table_tp is not None:
+            rows.extend(describe(table_tp, prefix=f"{prefix}{f.name}."))
             continue
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
+        default = _default_of(f)
+        if default is dataclasses.MISSING:
             default = "(required)"
         env = ENV_PREFIX + "__".join(k.upper() for k in keys)
         rows.append((env, tuple(keys), _type_name(tp), default))

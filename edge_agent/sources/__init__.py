@@ -93,7 +93,7 @@ def open_source(
     drive_id: str | None = None,
     cameras: tuple[str, ...] | None = None,
     sync_tolerance_ns: int = DEFAULT_SYNC_TOLERANCE_NS,
-) -> SourceBase:
+) -> FrameSource:
     """Open the recorded drive at ``path`` with the reader its layout needs."""
     options = SourceOptions(
         vehicle_id=vehicle_id,

@@ -1,0 +1,159 @@
+"""The edge agent's one configuration file: TOML tables into frozen dataclasses.
+
+Every table is optional and has working defaults, so ``edge-agent replay DRIVE`` needs no file.
+Environment variables ``FLEETAL_<TABLE>__<KEY>`` override any key (``edge-agent --help-config``
+lists them all). The file is validated once at start: an unknown key or a bad value stops the
+program with a message that names it (see :mod:`schemas.config`). An example with every table is
+``deploy/edge-agent.example.toml``.
+
+Tables: ``[agent]``, ``[source]``, ``[models]`` (with ``[models.runner]``), ``[quality]``,
+``[selector]`` (with ``[selector.budget]`` and ``[selector.diversity]``), ``[spool]``,
+``[kafka]`` (with ``[kafka.security]``), ``[metrics]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.models.runner import RunnerConfig
+from edge_agent.quality import QualityConfig
+from edge_agent.sink import SinkConfig
+from schemas.config import load_config
+from selector.budget import BudgetConfig
+from selector.stream import SelectorConfig
+
+__all__ = [
+    "AgentConfig",
+    "AgentSection",
+    "MetricsSection",
+    "ModelsSection",
+    "SourceSection",
+    "SpoolSection",
+    "default_selector",
+    "load_agent_config",
+]
+
+
+def default_selector() -> SelectorConfig:
+    """5 % of frames, entropy with a diversity veto, a 200-frame random cold start."""
+    return SelectorConfig(budget=BudgetConfig(target_rate=0.05, cold_start_frames=200))
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    vehicle_id: str = "veh-local"
+    """Identity of this vehicle; part of every frame key (vehicle/drive/seq)."""
+    data_dir: Path = Path("var/edge")
+    """Where the spool and the saved selector state live (``/var/lib/fleetal`` on a vehicle)."""
+    drain_timeout_s: float = 20.0
+    """On SIGTERM: how long to keep sending spooled frames before exiting."""
+    state_every_frames: int = 100
+    """Save the selector state every N frames (and at exit), so a restart carries on."""
+    seed: int = 0
+    """Seed of every random choice: the same drive, config, models and seed select the same."""
+
+    def __post_init__(self) -> None:
+        if not self.vehicle_id or "/" in self.vehicle_id:
+            raise ValueError(f"vehicle_id must be non-empty without '/', got {self.vehicle_id!r}")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
+        if self.state_every_frames < 1:
+            raise ValueError(f"state_every_frames must be >= 1, got {self.state_every_frames}")
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    kind: Literal["spool_dir", "recorded"] = "spool_dir"
+    """``spool_dir``: the sensor bridge drops frames into ``path`` (see docs/sources.md);
+    ``recorded``: ``path`` is a recorded drive, read once (a test rig)."""
+    path: Path | None = None
+    """The live spool directory (``run``) or a recorded drive (``replay`` takes it as argument)."""
+    drive_id: str = ""
+    """Drive identity; empty: the recording's folder name (or the date for a live source)."""
+    cameras: tuple[str, ...] = ()
+    """Camera names to read; empty: every camera of the layout."""
+    sync_tolerance_ms: float = 50.0
+    """Camera and LiDAR are paired by nearest timestamp within this tolerance."""
+
+    def __post_init__(self) -> None:
+        if self.sync_tolerance_ms <= 0:
+            raise ValueError(f"sync_tolerance_ms must be > 0, got {self.sync_tolerance_ms}")
+
+
+@dataclass(frozen=True)
+class ModelsSection:
+    camera: Path | None = None
+    """ONNX camera model (metadata in its metadata_props or a sidecar JSON); none: not scored."""
+    camera_sha256: str = ""
+    """Expected sha256 of the camera model; empty: not checked."""
+    lidar: Path | None = None
+    """ONNX LiDAR model; none: LiDAR not scored."""
+    lidar_sha256: str = ""
+    score_cameras: tuple[str, ...] = ()
+    """Cameras the camera model scores (max over them); empty: the first camera of each frame."""
+    aggregate: Literal["max", "mean", "topk_mean"] = "topk_mean"
+    """How per-patch / per-point uncertainties become one frame score."""
+    topk_fraction: float = 0.05
+    """With ``topk_mean``: the fraction of the most uncertain patches / points averaged."""
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.topk_fraction <= 1.0:
+            raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction}")
+
+
+@dataclass(frozen=True)
+class SpoolSection:
+    path: Path | None = None
+    """SQLite file of the spool; none: ``<agent.data_dir>/spool.sqlite``."""
+    max_bytes: int = 2 * 1024**3
+    """Bound of the spool; when full, the lowest-scored unsent frames are evicted first."""
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1024 * 1024:
+            raise ValueError(f"max_bytes must be at least 1 MiB, got {self.max_bytes}")
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Address of /metrics and /healthz (0.0.0.0 to let the fleet's Prometheus in)."""
+    port: int = 9464
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: AgentSection = field(default_factory=AgentSection)
+    source: SourceSection = field(default_factory=SourceSection)
+    models: ModelsSection = field(default_factory=ModelsSection)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    selector: SelectorConfig = field(default_factory=default_selector)
+    spool: SpoolSection = field(default_factory=SpoolSection)
+    kafka: SinkConfig = field(default_factory=SinkConfig)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool.path or self.agent.data_dir / "spool.sqlite"
+
+    @property
+    def state_path(self) -> Path:
+        return self.agent.data_dir / "selector.state"
+
+
+def load_agent_config(
+    path: Path | None = None,
+    *,
+    data: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Load and validate; raises :class:`schemas.config.ConfigError` naming the bad key."""
+    return load_config(AgentConfig, data, path=path, env=env)

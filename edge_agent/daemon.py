@@ -1,0 +1,173 @@
+"""``edge-agent run``: the on-vehicle daemon, and ``edge-agent check``, its health probe.
+
+The daemon reads the live source (the sensor bridge's spool directory), runs every frame
+through the pipeline, keeps selected frames in the durable spool and drains the spool to Kafka
+from the sink's own thread. ``/metrics`` and ``/healthz`` are served throughout.
+
+On SIGTERM or SIGINT it stops taking frames, saves the selector state, lets the sink drain the
+spool for up to ``agent.drain_timeout_s``, flushes the producer, closes and exits 0. Whatever
+is still spooled then is sent after the next start (the spool survives restarts and power
+loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from edge_agent.agent import MetricsObserver, build_pipeline, load_slots, save_state
+from edge_agent.config import AgentConfig
+from edge_agent.errors import EdgeAgentError
+from edge_agent.models.errors import ModelError
+from edge_agent.sink import KafkaSink
+from edge_agent.sources import SourceOptions, SpoolDirSource, open_source
+from edge_agent.sources.base import FrameSource
+from edge_agent.spool import Spool, SpoolError
+from schemas.ops import OpsServer
+
+log = logging.getLogger(__name__)
+
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def open_live_source(cfg: AgentConfig) -> FrameSource:
+    """The configured source: a spool directory (live bridge) or a recorded drive."""
+    path = cfg.source.path
+    if path is None:
+        raise EdgeAgentError(
+            "source.path is not set: point it at the sensor bridge's spool directory "
+            "(or a recorded drive) in the [source] table or FLEETAL_SOURCE__PATH"
+        )
+    options = SourceOptions(
+        vehicle_id=cfg.agent.vehicle_id,
+        drive_id=cfg.source.drive_id or None,
+        cameras=cfg.source.cameras or None,
+        sync_tolerance_ns=int(cfg.source.sync_tolerance_ms * 1e6),
+    )
+    if cfg.source.kind == "spool_dir":
+        path.mkdir(parents=True, exist_ok=True)
+        return SpoolDirSource(path, options)
+    return open_source(
+        path,
+        vehicle_id=options.vehicle_id,
+        drive_id=options.drive_id,
+        cameras=options.cameras,
+        sync_tolerance_ns=options.sync_tolerance_ns,
+    )
+
+
+@dataclass
+class _Stop:
+    event: threading.Event
+    source: FrameSource | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping intake, draining", signal.Signals(signum).name)
+        self.event.set()
+        stop = getattr(self.source, "stop", None)
+        if callable(stop):
+            stop()
+
+
+def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
+    """The daemon's main loop; returns the process exit code."""
+    stop = stop or threading.Event()
+    cfg.agent.data_dir.mkdir(parents=True, exist_ok=True)
+    spool = Spool(cfg.spool_path, max_bytes=cfg.spool.max_bytes)
+    registry = CollectorRegistry()
+    parts = build_pipeline(cfg, registry=registry, spool=spool, state_path=cfg.state_path)
+    sink = KafkaSink(cfg.kafka, spool, observer=MetricsObserver(parts.metrics))
+    healthy = {"ok": True, "detail": "ok"}
+    ops = None
+    if cfg.metrics.enabled:
+        ops = OpsServer(
+            registry,
+            host=cfg.metrics.host,
+            port=cfg.metrics.port,
+            health=lambda: (bool(healthy["ok"]), str(healthy["detail"])),
+        ).start()
+    source = open_live_source(cfg)
+    handler = _Stop(stop, source)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+    sink.start()
+    frames = 0
+    try:
+        for item in source.frames():
+            parts.pipeline.process(item)
+            frames += 1
+            if frames % cfg.agent.state_every_frames == 0:
+                save_state(parts.selector, cfg.state_path)
+            if stop.is_set():
+                break
+    except SpoolError as exc:  # the spool itself is gone: unhealthy, exit for systemd
+        healthy.update(ok=False, detail=str(exc))
+        log.error("spool failed, stopping: %s", exc)
+        return 1
+    finally:
+        save_state(parts.selector, cfg.state_path)
+        source.close()
+        log.info(
+            "intake stopped after %d frames; draining for up to %.0f s",
+            frames,
+            cfg.agent.drain_timeout_s,
+        )
+        sink.stop(drain_timeout_s=cfg.agent.drain_timeout_s)
+        left = spool.stats().frames
+        if left:
+            log.info("%d frame(s) stay spooled for the next start", left)
+        spool.close()
+        if ops is not None:
+            ops.stop()
+    return 0
+
+
+def check(cfg: AgentConfig) -> list[str]:
+    """Everything that would stop the daemon, as a list of problems (empty: healthy)."""
+    problems: list[str] = []
+    try:
+        cfg.agent.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = cfg.agent.data_dir / ".check"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        problems.append(f"data_dir {cfg.agent.data_dir} is not writable: {exc}")
+    else:
+        free = shutil.disk_usage(cfg.agent.data_dir).free
+        if free < MIN_FREE_BYTES:
+            problems.append(
+                f"only {free // 2**20} MiB free under {cfg.agent.data_dir}: free some disk"
+            )
+        try:
+            Spool(cfg.spool_path, max_bytes=cfg.spool.max_bytes).close()
+        except (SpoolError, OSError) as exc:
+            problems.append(f"spool {cfg.spool_path}: {exc}")
+    try:
+        start = time.perf_counter()
+        camera, lidar = load_slots(cfg)
+        for slot in (camera, lidar):
+            if slot is not None:
+                r = slot.current.runner
+                log.info(
+                    "model %s %s ok on %s (%.2f s)",
+                    r.metadata.name,
+                    r.metadata.version,
+                    r.provider,
+                    time.perf_counter() - start,
+                )
+    except (ModelError, OSError) as exc:
+        problems.append(str(exc))
+    if cfg.source.kind == "recorded" and (
+        cfg.source.path is None or not Path(cfg.source.path).exists()
+    ):
+        problems.append(f"source.path {cfg.source.path} does not exist")
+    return problems

@@ -1,0 +1,243 @@
+"""The per-frame pipeline: gate -> inference -> selector -> encoder -> spool.
+
+``Pipeline.process(item)`` takes one ``Frame | SourceError`` from a source and returns the
+:class:`~edge_agent.report.FrameRow` that says what happened to it. It never raises on bad
+input: source errors, quality rejections, model errors and a full or broken spool are counted
+by reason (``fleetal_edge_frames_dropped_total``), logged at most once per reason per minute,
+and the loop carries on. The selector's decision is committed (``update``) only after the
+frame is durably in the spool, so a crash between the two can only under-count a selection,
+never lose a committed one.
+
+The spool decouples scoring from the uplink: the Kafka sink drains it from its own thread, so a
+slow or absent broker never blocks this loop (back-pressure ends at the spool's byte bound,
+where the lowest-scored unsent frames are evicted first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edge_agent.encoder import StrategyInfo, encode_frame, estimate_nbytes
+from edge_agent.frame import Frame, SourceError
+from edge_agent.metrics import AgentMetrics
+from edge_agent.models.errors import ModelError
+from edge_agent.quality import QualityGate, QualityRejection, RateLimitedLogger
+from edge_agent.report import FrameRow
+from edge_agent.scoring import FrameModelScores, FrameScorer
+from edge_agent.spool import Spool, SpoolError
+from schemas.errors import SchemaError
+from schemas.messages import ModelInfo, frame_key
+from selector.decision import Decision
+from selector.errors import SelectorError
+from selector.stream import FrameScores, Selector
+
+log = logging.getLogger(__name__)
+
+_ORIGIN = (0.0, 0.0, 0.0)
+
+
+class Pipeline:
+    """One frame at a time; every collaborator is passed in (tests build their own)."""
+
+    def __init__(
+        self,
+        *,
+        gate: QualityGate,
+        scorer: FrameScorer,
+        selector: Selector,
+        strategy: StrategyInfo,
+        metrics: AgentMetrics,
+        spool: Spool | None,
+        clock: Callable[[], float] = time.perf_counter,
+        log_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gate = gate
+        self.scorer = scorer
+        self.selector = selector
+        self.strategy = strategy
+        self.metrics = metrics
+        self.spool = spool
+        self._clock = clock
+        self._limited = RateLimitedLogger(log, interval_s=60.0, clock=log_clock)
+        self._last_position: tuple[float, float, float] = _ORIGIN
+        self._model_infos: dict[str, ModelInfo] = {}
+        self.frames_scored = 0
+        self.frames_selected = 0
+        self._refresh_models()
+
+    # -- models ------------------------------------------------------------------------------
+    def _refresh_models(self) -> None:
+        """Record the running model versions (also after a hot swap) in metrics and envelopes."""
+        for kind, slot in (("camera", self.scorer.camera), ("lidar", self.scorer.lidar)):
+            if slot is None:
+                continue
+            runner = slot.current.runner
+            meta = runner.metadata
+            info = ModelInfo(meta.name, meta.version, runner.sha256)
+            if self._model_infos.get(kind) != info:
+                self._model_infos[kind] = info
+                self.metrics.set_model(
+                    kind, meta.name, meta.version, runner.sha256, runner.provider
+                )
+                log.info("%s model %s %s on %s", kind, meta.name, meta.version, runner.provider)
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {k: f"{m.name} {m.version}" for k, m in self._model_infos.items()}
+
+    # -- the loop body -----------------------------------------------------------------------
+    def _drop(self, reason: str, row: FrameRow, message: str, *args: Any) -> FrameRow:
+        self.metrics.frames_dropped.labels(reason).inc()
+        self._limited.log(reason, logging.WARNING, message, *args)
+        return row
+
+    def process(self, item: Frame | SourceError) -> FrameRow:
+        self.metrics.frames_in.inc()
+        if isinstance(item, SourceError):
+            row = FrameRow(
+                seq=-1 if item.seq is None else item.seq,
+                timestamp_ns=item.timestamp_ns or 0,
+                x_m=None,
+                y_m=None,
+                score=None,
+                threshold=None,
+                selected=False,
+                reason=f"source_{item.reason}",
+            )
+            return self._drop(row.reason, row, "bad input dropped: %s", item.message)
+        checked = self.gate.check(item)
+        if isinstance(checked, QualityRejection):
+            row = self._row(item, None, None, f"quality_{checked.reason}")
+            detail = "; ".join(f"{i.sensor}: {i.detail}" for i in checked.issues)
+            return self._drop(row.reason, row, "frame %s dropped by the gate: %s", item.seq, detail)
+        frame = checked
+        if not frame.cameras and frame.lidar is None:  # a pose-only record: nothing to label
+            row = self._row(frame, None, None, "no_sensor_data")
+            return self._drop("no_sensor_data", row, "frame %s has no sensor data", frame.seq)
+        try:
+            model_scores = self.scorer.score(frame)
+        except ModelError as exc:
+            row = self._row(frame, None, None, "model_error")
+            return self._drop("model_error", row, "frame %s not scored: %s", frame.seq, exc)
+        for sensor in (model_scores.camera, model_scores.lidar):
+            if sensor is not None:
+                self.metrics.inference_seconds.labels(
+                    sensor.model, self._provider(sensor.model)
+                ).observe(sensor.seconds)
+        self.frames_scored += 1
+        self.metrics.frames_scored.inc()
+        scores = self._frame_scores(frame, model_scores)
+        start = self._clock()
+        try:
+            decision = self.selector.decide(scores)
+        except SelectorError as exc:
+            row = self._row(frame, None, None, "score_invalid")
+            return self._drop("score_invalid", row, "frame %s not decided: %s", frame.seq, exc)
+        self.metrics.decision_seconds.observe(self._clock() - start)
+        self.metrics.score.observe(decision.score)
+        row_reason = str(decision.reason)
+        if decision.selected:
+            stored, why = self._spool(frame, decision)
+            if not stored:
+                decision = dataclasses.replace(decision, selected=False)
+                row_reason = why
+        self.selector.update(decision, scores)
+        self.metrics.threshold.set(decision.threshold)
+        if decision.selected:
+            self.frames_selected += 1
+            self.metrics.frames_selected.inc()
+        else:
+            self.metrics.frames_dropped.labels(row_reason).inc()
+        self.metrics.selection_rate.set(self.frames_selected / self.frames_scored)
+        return self._row(frame, decision, model_scores, row_reason)
+
+    def _provider(self, model_name: str) -> str:
+        for slot in (self.scorer.camera, self.scorer.lidar):
+            if slot is not None and slot.current.runner.metadata.name == model_name:
+                return slot.current.runner.provider
+        return "unknown"
+
+    def _frame_scores(self, frame: Frame, ms: FrameModelScores) -> FrameScores:
+        if frame.pose is not None:
+            self._last_position = frame.pose.position_m
+        embedding = ms.embedding
+        if embedding is None:  # no model: diversity in time and space only
+            embedding = np.ones(1, dtype=np.float32)
+        no_score = ms.camera is None and ms.lidar is None
+        return FrameScores(
+            timestamp_s=frame.timestamp_ns / 1e9,
+            nbytes=estimate_nbytes(frame),
+            camera_uncertainty=None if ms.camera is None else ms.camera.uncertainty,
+            # a frame no model could score (no models, or none of its sensors) is neutral
+            lidar_uncertainty=0.0
+            if no_score
+            else (None if ms.lidar is None else ms.lidar.uncertainty),
+            position=self._last_position,
+            embedding=embedding,
+        )
+
+    def _spool(self, frame: Frame, decision: Decision) -> tuple[bool, str]:
+        """Encode and store a selected frame; (stored, reason if not)."""
+        try:
+            payload = encode_frame(
+                frame,
+                decision,
+                strategy=self.strategy,
+                models=tuple(self._model_infos.values()),
+            )
+        except (SchemaError, ValueError) as exc:
+            self._limited.log(
+                "encode_error", logging.ERROR, "frame %s not encodable: %s", frame.seq, exc
+            )
+            return False, "encode_error"
+        if self.spool is None:  # replay without an uplink: encoded (and timed), not kept
+            return True, ""
+        key = frame_key(frame.vehicle_id, frame.drive_id, frame.seq)
+        try:
+            result = self.spool.put(key, payload, decision.score)
+        except SpoolError as exc:
+            self._limited.log("spool_error", logging.ERROR, "frame %s not spooled: %s", key, exc)
+            return False, "spool_error"
+        if result.evicted:
+            self._limited.log(
+                "spool_evicted",
+                logging.WARNING,
+                "spool full: evicted %d lower-scored unsent frame(s) for %s",
+                result.evicted,
+                key,
+            )
+        if result.stored or result.status == "duplicate":
+            return True, ""
+        self._limited.log(
+            "spool_rejected", logging.WARNING, "frame %s not spooled: %s", key, result.reason
+        )
+        return False, "spool_rejected"
+
+    @staticmethod
+    def _row(
+        frame: Frame,
+        decision: Decision | None,
+        ms: FrameModelScores | None,
+        reason: str,
+    ) -> FrameRow:
+        pos = frame.pose.position_m if frame.pose is not None else None
+        components: dict[str, float] = {}
+        if decision is not None:
+            components = dict(decision.components)
+        return FrameRow(
+            seq=frame.seq,
+            timestamp_ns=frame.timestamp_ns,
+            x_m=None if pos is None else pos[0],
+            y_m=None if pos is None else pos[1],
+            score=None if decision is None else decision.score,
+            threshold=None if decision is None else decision.threshold,
+            selected=decision is not None and decision.selected,
+            reason=reason,
+            components=components,
+        )

@@ -1,0 +1,169 @@
+"""``edge-agent replay``: a recorded drive through the very pipeline a vehicle runs.
+
+Frames are read from the drive (any layout :func:`edge_agent.sources.open_source` knows),
+scored, decided and encoded exactly as on the vehicle; with ``kafka`` set, the selected frames
+go through a spool (in a temp dir) and the Kafka sink to the broker, and the replay waits until
+every one is acknowledged. The report (``summary.json``, ``frames.csv``, plots) lets data
+engineers compare strategies and budgets. The same drive, configuration, models and seed give
+the identical selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from edge_agent.agent import MetricsObserver, Parts, build_pipeline
+from edge_agent.config import AgentConfig
+from edge_agent.frame import Frame, SourceError
+from edge_agent.models.hotswap import ModelSlot
+from edge_agent.report import FrameRow, Summary, summarise, write_report
+from edge_agent.sink import KafkaSink
+from edge_agent.sources import open_source
+from edge_agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+def parse_speed(value: str) -> float | None:
+    """``max`` -> None (as fast as possible), ``realtime`` -> 1.0, ``X`` -> X times real time."""
+    if value == "max":
+        return None
+    if value == "realtime":
+        return 1.0
+    try:
+        factor = float(value)
+    except ValueError:
+        raise ValueError(f"--speed must be max, realtime or a number > 0, got {value!r}") from None
+    if not factor > 0:
+        raise ValueError(f"--speed must be max, realtime or a number > 0, got {value!r}")
+    return factor
+
+
+def paced(
+    items: Iterator[Frame | SourceError],
+    speed: float | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Frame | SourceError]:
+    """Yield ``items`` at ``speed`` times the recording's pace (None: as fast as possible)."""
+    start_wall: float | None = None
+    start_ts: int | None = None
+    for item in items:
+        ts = item.timestamp_ns
+        if speed is not None and ts is not None:
+            if start_wall is None or start_ts is None:
+                start_wall, start_ts = clock(), ts
+            else:
+                due = start_wall + (ts - start_ts) / 1e9 / speed
+                delay = due - clock()
+                if delay > 0:
+                    sleep(delay)
+        yield item
+
+
+@dataclass
+class ReplayResult:
+    summary: Summary
+    rows: list[FrameRow]
+    report_files: list[Path]
+
+
+def replay(
+    drive: Path,
+    cfg: AgentConfig,
+    *,
+    speed: float | None = None,
+    report_dir: Path | None = None,
+    kafka: str | None = None,
+    topic: str | None = None,
+    strategy: str = "stream",
+    progress: bool = False,
+    kafka_timeout_s: float = 120.0,
+) -> ReplayResult:
+    """Replay ``drive``; returns the summary and per-frame rows, writes the report if asked."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fleetal-replay-") as tmp:
+        spool = None
+        sink = None
+        if kafka is not None:
+            spool = Spool(Path(tmp) / "spool.sqlite", max_bytes=cfg.spool.max_bytes)
+            sink_cfg = dataclasses.replace(
+                cfg.kafka,
+                bootstrap_servers=(kafka,),
+                topic=topic or cfg.kafka.topic,
+            )
+        parts = build_pipeline(cfg, registry=CollectorRegistry(), spool=spool, strategy=strategy)
+        if spool is not None:
+            sink = KafkaSink(sink_cfg, spool, observer=MetricsObserver(parts.metrics))
+            sink.start()
+        source = open_source(
+            drive,
+            vehicle_id=cfg.agent.vehicle_id,
+            drive_id=cfg.source.drive_id or None,
+            cameras=cfg.source.cameras or None,
+            sync_tolerance_ns=int(cfg.source.sync_tolerance_ms * 1e6),
+        )
+        rows: list[FrameRow] = []
+        drive_name = drive.name
+        try:
+            items: Iterator[Frame | SourceError] = paced(iter(source.frames()), speed)
+            if progress:
+                from tqdm import tqdm
+
+                items = iter(tqdm(items, desc=f"replay {drive_name}", unit="frame"))
+            for item in items:
+                if isinstance(item, Frame):
+                    drive_name = item.drive_id
+                rows.append(parts.pipeline.process(item))
+            if sink is not None and spool is not None:
+                _wait_delivered(spool, kafka_timeout_s)
+        finally:
+            source.close()
+            if sink is not None:
+                sink.stop(drain_timeout_s=10.0)
+            if spool is not None:
+                spool.close()
+    wall = time.perf_counter() - start
+    provider = ", ".join(
+        sorted({slot.current.runner.provider for slot in _slots(parts)}) or ["none"]
+    )
+    summary = summarise(
+        rows,
+        drive=drive_name,
+        budget=cfg.selector.budget.target_rate,
+        provider=provider,
+        model_versions=parts.pipeline.model_versions,
+        wall_seconds=wall,
+        strategy=parts.pipeline.strategy.name,
+        seed=cfg.agent.seed,
+    )
+    files = write_report(report_dir, rows, summary) if report_dir is not None else []
+    return ReplayResult(summary, rows, files)
+
+
+def _slots(parts: Parts) -> list[ModelSlot]:
+    scorer = parts.pipeline.scorer
+    return [s for s in (scorer.camera, scorer.lidar) if s is not None]
+
+
+def _wait_delivered(spool: Spool, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if spool.stats().frames == 0:
+            return
+        time.sleep(0.1)
+    left = spool.stats().frames
+    raise TimeoutError(
+        f"{left} selected frame(s) still unacknowledged by Kafka after {timeout_s:.0f} s: "
+        "is the broker reachable? (they stay in the spool of a running agent; a replay's "
+        "spool is temporary)"
+    )
