@@ -7,9 +7,7 @@ JVM broker next to these tests); nothing here can hang past pytest's timeout.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
-import logging
 import signal
 import statistics
 import subprocess
@@ -29,52 +27,11 @@ from edge_agent.sink import KafkaSink, SinkConfig
 from edge_agent.spool import Spool
 from schemas.chunking import Reassembler
 from schemas.errors import DuplicateChunkError
+from tests.support.kafka_leaks import LEAK_FILTER, collect_leaked_sockets
 
-pytestmark = [
-    pytest.mark.integration,
-    # kafka-python 3.0.12 does not close a socket whose connect() failed
-    # (kafka/net/inet.py, sock_connect raises without sock.close()); with the broker down, every
-    # reconnect attempt leaks one, and its ResourceWarning surfaces as "unraisable". Ignore
-    # exactly those, in this module, and collect them before the test ends (fixture below).
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+__all__ = ["collect_leaked_sockets"]  # the autouse fixture, imported to take effect
 
-
-@pytest.fixture(autouse=True)
-def _collect_leaked_sockets() -> Iterator[None]:
-    """Free kafka-python's leaked sockets while this module's warning filter is active.
-
-    pytest keeps every captured log record until the session ends, and kafka-python logs its
-    exception objects (and connections), whose tracebacks pin those sockets: the
-    ResourceWarnings would then fire at exit, outside any filter. So kafka's records are
-    flattened to text as they are made, and a collection runs at teardown.
-    """
-    loggers = [
-        logger
-        for name, logger in logging.root.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger) and (name == "kafka" or name.startswith("kafka."))
-    ]
-    flatten = _FlattenRecord()
-    for logger in loggers:
-        logger.addFilter(flatten)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(flatten)
-        gc.collect()
-
-
-class _FlattenRecord(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = record.getMessage()
-        record.args = None
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        return True
+pytestmark = [pytest.mark.integration, LEAK_FILTER]
 
 
 ROOT = Path(__file__).resolve().parents[2]
