@@ -68,7 +68,7 @@ test-unit: venv
 test-integration: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m integration
 
-bench: setup
+bench: setup $(MODELS)
 	$(PY) -m bench
 
 # --- the main job ---------------------------------------------------------------------------
