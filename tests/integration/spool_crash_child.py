@@ -85,7 +85,6 @@ def _spool_loop(db: str, log_path: str, max_bytes: int, prefix: str, seed: int) 
 
 def _sink_loop(db: str, bootstrap: str, topic: str) -> None:
     from edge_agent.sink import KafkaSink, SinkConfig
-
     from edge_agent.spool import Spool
 
     spool = Spool(db, max_bytes=1 << 30)
