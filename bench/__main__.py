@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("selector", "codec", "inference", "pipeline", "kafka_transport")
+BENCHMARKS = ("selector", "codec", "inference", "pipeline", "kafka_transport", "ingest")
 
 
 def main(argv: list[str]) -> int:

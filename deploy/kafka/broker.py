@@ -366,11 +366,10 @@ def _server_properties(port: int, controller_port: int, data_dir: Path) -> str:
 
 
 class LocalKafka:
-    """One single-node KRaft broker on loopback, run as a child process.
+    """One single-node KRaft broker on loopback, run as a child process::
 
-    >>> with LocalKafka() as broker:   # doctest: +SKIP
-    ...     print(broker.bootstrap)
-    127.0.0.1:40123
+        with LocalKafka() as broker:
+            print(broker.bootstrap)  # 127.0.0.1:40123
 
     ``start`` chooses ports and formats a private temporary directory the first time;
     ``restart`` keeps both, so the data written before survives. ``stop`` removes the

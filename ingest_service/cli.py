@@ -1,0 +1,264 @@
+"""``ingest-service``: run (consumer + labeling API + /metrics), check (probe), admin commands.
+
+The only place that reads ``os.environ`` (``FLEETAL_*`` overrides) and configures logging.
+Exit codes: 0 ok, 1 unhealthy or failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import types
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from ingest_service.config import IngestConfig, load_ingest_config, load_tokens
+from ingest_service.errors import IngestError
+from schemas.config import ConfigError, describe
+
+log = logging.getLogger("ingest_service")
+
+_EXPORT_ROUTES = {"coco": "/v1/export/coco", "kitti": "/v1/export/kitti"}
+
+
+def _config_help() -> str:
+    rows = describe(IngestConfig)
+    width = max(len(env) for env, _, _, _ in rows)
+    lines = ["configuration keys (TOML table.key) and their environment overrides:"]
+    for env, keys, tp, default in rows:
+        lines.append(f"  {env:<{width}}  {'.'.join(keys)} ({tp}) = {default!r}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ingest-service",
+        description="Consume selected frames from Kafka into the blob store and the label queue; "
+        "serve the labeling API.",
+        epilog="Every configuration key can be overridden by an environment variable "
+        "FLEETAL_<TABLE>__<KEY>; `ingest-service config-help` lists them all.",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+        return sp
+
+    with_config("run", "the service: consumer, labeling API, /metrics and /healthz")
+    with_config("check", "exit 0 if the service can run, 1 if not (for probes)")
+    with_config("queue-stats", "print the label queue's task counts per state (JSON)")
+    with_config("requeue-expired", "send tasks whose leases ran out max_attempts times back to new")
+    ex = with_config("export", "export labeled tasks (through the labeling API's exporters)")
+    ex.add_argument("--format", choices=sorted(_EXPORT_ROUTES), required=True)
+    ex.add_argument("--out", type=Path, required=True, help="output file (.json or .zip)")
+    ex.add_argument("--after-task-id", type=int, default=0, help="only tasks with a larger id")
+    sub.add_parser("config-help", help="list every configuration key and its variable")
+    return p
+
+
+def _load(path: Path) -> IngestConfig:
+    env = {k: v for k, v in os.environ.items() if k.startswith("FLEETAL_")}
+    return load_ingest_config(path, env=env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.log_level != "DEBUG":
+        # kafka-python logs every failed connection attempt at ERROR; the service reports
+        # what matters itself. A probe stays quiet unless asked.
+        quiet = logging.CRITICAL if args.command != "run" else logging.WARNING
+        logging.getLogger("kafka").setLevel(quiet)
+    if args.command == "config-help":
+        print(_config_help())
+        return 0
+    try:
+        cfg = _load(args.config)
+        tokens = (
+            load_tokens(cfg.api.tokens_file)
+            if cfg.api.enabled and cfg.api.tokens_file is not None
+            else {}
+        )
+        if cfg.api.enabled and not tokens and args.command == "run":
+            raise ConfigError("api.tokens_file: required when api.enabled is true")
+    except ConfigError as exc:
+        print(f"ingest-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "run":
+            return _run(cfg, tokens)
+        if args.command == "check":
+            return _check(cfg)
+        if args.command == "queue-stats":
+            return _queue_stats(cfg)
+        if args.command == "requeue-expired":
+            return _requeue_expired(cfg)
+        return _export(cfg, args.format, args.out, args.after_task_id)
+    except (IngestError, ValueError, OSError) as exc:
+        print(f"ingest-service {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(cfg: IngestConfig, tokens: dict[str, str]) -> int:
+    from ingest_service.service import IngestService
+
+    service = IngestService(cfg, tokens=tokens)
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.start()
+        while not service.stop_event.wait(1.0):
+            pass
+        code = service.wait(cfg.consumer.drain_timeout_s + 30.0)
+    finally:
+        service.close()
+    log.info("ingest-service stopped (exit %d)", code)
+    return code
+
+
+def _check(cfg: IngestConfig) -> int:
+    """Config valid (already), DB reachable and migrated, blob root writable; broker reported."""
+    from ingest_service.queue import LabelQueue, QueueConfig
+
+    problems: list[str] = []
+    q = cfg.queue
+    try:
+        queue = LabelQueue.open(
+            q.database,
+            config=QueueConfig(ageing_per_hour=q.ageing_per_hour, max_attempts=q.max_attempts),
+            run_migrations=False,
+            busy_timeout_s=min(q.busy_timeout_s, 5.0),
+        )
+        queue.stats()
+        queue.close()
+        print(f"ingest-service check: label queue ok ({_redacted(q.database)})")
+    except (IngestError, ValueError) as exc:
+        problems.append(f"label queue: {exc}")
+    try:
+        cfg.blobs.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cfg.blobs.root, prefix=".check-") as fh:
+            fh.write(b"ok")
+            fh.flush()
+            os.fsync(fh.fileno())
+        print(f"ingest-service check: blob root {cfg.blobs.root} writable")
+    except OSError as exc:
+        problems.append(f"blob root {cfg.blobs.root} is not writable: {exc}")
+    if cfg.api.enabled:
+        if cfg.api.tokens_file is None:
+            problems.append("api.tokens_file: required when api.enabled is true")
+        else:
+            try:
+                n = len(load_tokens(cfg.api.tokens_file))
+                print(f"ingest-service check: {n} API tokens in {cfg.api.tokens_file}")
+            except ConfigError as exc:
+                problems.append(str(exc))
+    print(f"ingest-service check: broker: {_broker_report(cfg)}")
+    for problem in problems:
+        print(f"ingest-service check: {problem}", file=sys.stderr)
+    if not problems:
+        print("ingest-service check: ok")
+    return 1 if problems else 0
+
+
+def _redacted(database: str) -> str:
+    from ingest_service.queue import redact_dsn
+    from ingest_service.queue.db import is_postgres_dsn
+
+    return redact_dsn(database) if is_postgres_dsn(database) else database
+
+
+def _broker_report(cfg: IngestConfig) -> str:
+    """Whether the brokers answer and know the topic (reported; not a failure of the probe)."""
+    k = cfg.kafka
+    try:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=list(k.bootstrap_servers),
+            client_id=f"{k.client_id}-check",
+            request_timeout_ms=k.request_timeout_ms,
+            bootstrap_timeout_ms=5000,
+            **k.security.kafka_kwargs(),
+        )
+    except Exception as exc:
+        return f"unreachable at {', '.join(k.bootstrap_servers)}: {exc}"
+    try:
+        parts = consumer.partitions_for_topic(k.topic)
+        if not parts:
+            return f"reachable, but topic {k.topic!r} does not exist (yet)"
+        return f"reachable; topic {k.topic!r} has {len(parts)} partitions"
+    except Exception as exc:
+        return f"reachable, but metadata failed: {exc}"
+    finally:
+        consumer.close()
+
+
+def _queue_stats(cfg: IngestConfig) -> int:
+    from ingest_service.consumer import queue_opener
+
+    with queue_opener(cfg)() as queue:
+        stats = {str(k): v for k, v in queue.stats().items()}
+    print(json.dumps(stats, sort_keys=True))
+    return 0
+
+
+def _requeue_expired(cfg: IngestConfig) -> int:
+    from ingest_service.consumer import queue_opener
+
+    with queue_opener(cfg)() as queue:
+        n = queue.requeue_expired()
+    print(f"requeued {n} expired tasks")
+    return 0
+
+
+def _export(cfg: IngestConfig, fmt: str, out: Path, after_task_id: int) -> int:
+    """Run the labeling API's exporter in-process on a private loopback port."""
+    from ingest_service.api import ApiServer, create_app
+    from ingest_service.blobstore import LocalBlobStore
+    from ingest_service.consumer import queue_opener
+
+    token = secrets.token_hex(24)
+    with queue_opener(cfg)() as queue:
+        app = create_app(
+            queue,
+            LocalBlobStore(cfg.blobs.root, fsync=cfg.blobs.fsync),
+            tokens={token: "ingest-cli"},
+            lease_s=cfg.queue.lease_s,
+            # data URLs in the export point at the service's API, not this private server
+            public_url=f"http://{cfg.api.host}:{cfg.api.port}",
+        )
+        server = ApiServer(app, "127.0.0.1", 0)
+        server.start()
+        try:
+            url = (
+                f"http://127.0.0.1:{server.port}{_EXPORT_ROUTES[fmt]}?after_task_id={after_task_id}"
+            )
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=600) as response:
+                body = response.read()
+        finally:
+            server.stop()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(body)
+    print(f"wrote {fmt} export of labeled tasks to {out} ({len(body)} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The ingest service's one configuration file: TOML tables into frozen dataclasses.
+
+Every table is optional and has working defaults for a single machine. Environment variables
+``FLEETAL_<TABLE>__<KEY>`` override any key (``ingest-service config-help`` lists them); only
+the CLI reads the environment. The file is validated once at start: an unknown key or a bad
+value stops the program with a message that names it (:mod:`schemas.config`). Every key is
+documented in ``deploy/ingest-service.example.toml``.
+
+Tables: ``[kafka]`` (with ``[kafka.security]``), ``[consumer]``, ``[queue]``, ``[blobs]``,
+``[reassembly]``, ``[api]``, ``[metrics]``.
+
+>>> cfg = load_ingest_config(data={"kafka": {"topic": "frames"}})
+>>> cfg.kafka.dlq, cfg.kafka.group_id, cfg.metrics.port
+('frames.dlq', 'fleet-ingest', 9465)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.kafka_config import KafkaSecurity
+from schemas.config import ConfigError, load_config
+
+__all__ = [
+    "ApiSection",
+    "BlobsSection",
+    "ConsumerSection",
+    "IngestConfig",
+    "KafkaSection",
+    "MetricsSection",
+    "QueueSection",
+    "ReassemblySection",
+    "load_ingest_config",
+    "load_tokens",
+]
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KafkaSection:
+    bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
+    """Kafka brokers, host:port."""
+    topic: str = "fleet.frames"
+    """The topic the vehicles send selected frames to (chunks keyed by frame key)."""
+    group_id: str = "fleet-ingest"
+    """Consumer group: every ingest instance with this id shares the topic's partitions."""
+    dlq_topic: str = ""
+    """Dead-letter topic; empty means ``<topic>.dlq``."""
+    client_id: str = "ingest-service"
+    """Client id reported to the brokers (with the host name in their logs)."""
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """TLS and SASL settings (``[kafka.security]``), as edge-agent's ``[sink.security]``."""
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a new group starts: ``earliest`` ingests what is retained on the topic."""
+    session_timeout_ms: int = 10_000
+    """How long the group waits for a silent (crashed) member before reassigning its partitions."""
+    heartbeat_interval_ms: int = 3_000
+    """Heartbeat period; at most a third of session_timeout_ms."""
+    max_poll_interval_ms: int = 300_000
+    """Longest pause between polls before the member is considered stuck (a long DB outage)."""
+    max_poll_records: int = 64
+    """Records per poll; the frames completed by one poll are stored in one transaction."""
+    max_partition_fetch_bytes: int = 8 * _MB
+    """Bytes fetched per partition per request (several ~1 MB chunks)."""
+    request_timeout_ms: int = 40_000
+    """Timeout of one request to a broker."""
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers or not all(self.bootstrap_servers):
+            raise ValueError("bootstrap_servers: at least one host:port is needed")
+        if not self.topic:
+            raise ValueError("topic: must not be empty")
+        if not self.group_id:
+            raise ValueError("group_id: must not be empty")
+        if self.dlq == self.topic:
+            raise ValueError("dlq_topic: must differ from topic")
+        if not 3 * self.heartbeat_interval_ms <= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms: {self.heartbeat_interval_ms} must be at most a third "
+                f"of session_timeout_ms ({self.session_timeout_ms})"
+            )
+        for name in ("max_poll_interval_ms", "max_poll_records", "max_partition_fetch_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.request_timeout_ms <= self.session_timeout_ms:
+            raise ValueError(
+                f"request_timeout_ms: {self.request_timeout_ms} must exceed session_timeout_ms "
+                f"({self.session_timeout_ms})"
+            )
+
+    @property
+    def dlq(self) -> str:
+        """The dead-letter topic actually used."""
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+@dataclass(frozen=True)
+class ConsumerSection:
+    poll_timeout_ms: int = 500
+    """How long one poll waits for records (also how often timeouts are checked)."""
+    retry_initial_s: float = 0.5
+    """First wait after a failed database or blob-store write; doubles up to retry_max_s."""
+    retry_max_s: float = 30.0
+    """Longest wait between retries of a failed write (the frame is retried, never skipped)."""
+    lag_interval_s: float = 5.0
+    """How often the consumer loop refreshes the per-partition lag it reports."""
+    known_keys: int = 100_000
+    """Frame keys remembered as stored, to skip re-sent duplicates before reassembling them."""
+    blob_workers: int = 4
+    """Threads writing (and fsyncing) the blobs of one poll's frames in parallel; 1: none."""
+    drain_timeout_s: float = 20.0
+    """On SIGTERM: how long to keep retrying the current write before giving up (Kafka
+    redelivers what was not committed)."""
+
+    def __post_init__(self) -> None:
+        if self.poll_timeout_ms <= 0:
+            raise ValueError(f"poll_timeout_ms: must be positive, got {self.poll_timeout_ms}")
+        if not 0 < self.retry_initial_s <= self.retry_max_s:
+            raise ValueError(
+                f"retry_initial_s: need 0 < retry_initial_s ({self.retry_initial_s}) <= "
+                f"retry_max_s ({self.retry_max_s})"
+            )
+        if self.lag_interval_s <= 0:
+            raise ValueError(f"lag_interval_s: must be positive, got {self.lag_interval_s}")
+        if self.known_keys < 0:
+            raise ValueError(f"known_keys: must be >= 0, got {self.known_keys}")
+        if not 1 <= self.blob_workers <= 64:
+            raise ValueError(f"blob_workers: must be in 1..64, got {self.blob_workers}")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s: must be >= 0, got {self.drain_timeout_s}")
+
+
+@dataclass(frozen=True)
+class QueueSection:
+    database: str = "var/ingest/queue.db"
+    """The label queue: a SQLite file path, or a PostgreSQL DSN (postgresql://...)."""
+    ageing_per_hour: float = 0.05
+    """Priority a waiting task gains per hour (score units; see docs/label-queue.md)."""
+    max_attempts: int = 3
+    """Leases a task may be granted before it goes to ``expired``."""
+    lease_s: float = 900.0
+    """How long an annotator's claim on a task lasts."""
+    busy_timeout_s: float = 30.0
+    """How long a statement waits for a lock before failing."""
+
+    def __post_init__(self) -> None:
+        if not self.database:
+            raise ValueError("database: must not be empty")
+        if not (math.isfinite(self.ageing_per_hour) and self.ageing_per_hour >= 0):
+            raise ValueError(
+                f"ageing_per_hour: must be finite and >= 0, got {self.ageing_per_hour}"
+            )
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts: must be >= 1, got {self.max_attempts}")
+        if not self.lease_s > 0:
+            raise ValueError(f"lease_s: must be positive, got {self.lease_s}")
+        if not self.busy_timeout_s > 0:
+            raise ValueError(f"busy_timeout_s: must be positive, got {self.busy_timeout_s}")
+
+
+@dataclass(frozen=True)
+class BlobsSection:
+    root: Path = Path("var/ingest/blobs")
+    """Directory of the content-addressed blob store."""
+    fsync: bool = True
+    """fsync every blob before its frame is committed; off only for tests and benchmarks."""
+
+
+@dataclass(frozen=True)
+class ReassemblySection:
+    max_frame_bytes: int = 64 * _MB
+    """Largest frame accepted; a bigger manifest is dead-lettered (frame_too_large)."""
+    max_inflight_bytes: int = 512 * _MB
+    """Bytes of incomplete frames held at once; above it the oldest is dead-lettered."""
+    timeout_s: float = 120.0
+    """A frame still incomplete this long after its first chunk is dead-lettered."""
+
+    def __post_init__(self) -> None:
+        if self.max_frame_bytes <= 0:
+            raise ValueError(f"max_frame_bytes: must be positive, got {self.max_frame_bytes}")
+        if self.max_inflight_bytes < self.max_frame_bytes:
+            raise ValueError(
+                f"max_inflight_bytes: {self.max_inflight_bytes} must be >= max_frame_bytes "
+                f"({self.max_frame_bytes})"
+            )
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s: must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    enabled: bool = True
+    """Serve the labeling HTTP API in this process."""
+    host: str = "127.0.0.1"
+    """Address the API listens on."""
+    port: int = 8080
+    """Port of the API (0: any free port)."""
+    tokens_file: Path | None = None
+    """TOML or JSON file mapping bearer token -> labeler name; required when enabled."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: {self.port} is not a TCP port")
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    host: str = "127.0.0.1"
+    """Address of /metrics and /healthz (0.0.0.0 for a remote Prometheus)."""
+    port: int = 9465
+    """Port of /metrics and /healthz (0: any free port)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: {self.port} is not a TCP port")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    kafka: KafkaSection = field(default_factory=KafkaSection)
+    consumer: ConsumerSection = field(default_factory=ConsumerSection)
+    queue: QueueSection = field(default_factory=QueueSection)
+    blobs: BlobsSection = field(default_factory=BlobsSection)
+    reassembly: ReassemblySection = field(default_factory=ReassemblySection)
+    api: ApiSection = field(default_factory=ApiSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+
+def load_ingest_config(
+    path: Path | None = None,
+    *,
+    data: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> IngestConfig:
+    """Build the configuration from a TOML file and/or a mapping, then ``FLEETAL_`` overrides."""
+    return load_config(IngestConfig, data, path=path, env=env)
+
+
+def load_tokens(path: Path) -> dict[str, str]:
+    """The API's bearer tokens: a TOML or JSON file mapping token -> labeler name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"api.tokens_file: cannot read {path}: {exc}") from exc
+    try:
+        raw: object = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"api.tokens_file: {path} is not valid: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"api.tokens_file: {path} must map at least one token to a labeler")
+    tokens: dict[str, str] = {}
+    for token, labeler in raw.items():
+        if not isinstance(labeler, str) or not labeler.strip() or len(str(token)) < 16:
+            raise ConfigError(
+                f"api.tokens_file: {path}: every token must be >= 16 characters and map to a "
+                "labeler name"
+            )
+        tokens[str(token)] = labeler
+    return tokens

@@ -1,0 +1,203 @@
+"""The ingest service assembled: consumer thread, labeling API, ``/metrics`` and ``/healthz``.
+
+::
+
+    service = IngestService(config, tokens=load_tokens(path)).start()
+    ...                                   # SIGTERM handler: service.request_stop()
+    exit_code = service.wait()            # consumer finished its write, committed, closed
+    service.close()                       # API drained, ops server down, connections closed
+
+Each part has its own label-queue connection (a connection serves one thread): the consumer's
+(reopened after a database failure), the API's, and one for scrape-time queue depth and lease
+maintenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Self
+
+from prometheus_client import CollectorRegistry
+
+from ingest_service.blobstore import LocalBlobStore
+from ingest_service.config import IngestConfig
+from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
+from ingest_service.metrics import IngestMetrics
+from ingest_service.queue import LabelQueue
+from schemas.ops import OpsServer
+
+__all__ = ["IngestService"]
+
+log = logging.getLogger(__name__)
+
+_MAINTENANCE_EVERY_S = 60.0
+
+
+class IngestService:
+    """Everything ``ingest-service run`` runs, startable and stoppable from a test."""
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        *,
+        tokens: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
+        queue_factory: QueueFactory | None = None,
+    ) -> None:
+        if config.api.enabled and not tokens:
+            raise ValueError("api.enabled needs tokens (api.tokens_file)")
+        self.config = config
+        self.tokens = dict(tokens or {})
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = IngestMetrics(self.registry)
+        self.queue_factory = queue_factory or queue_opener(config)
+        self.blobs = LocalBlobStore(config.blobs.root, fsync=config.blobs.fsync)
+        self.consumer = IngestConsumer(
+            config, queue_factory=self.queue_factory, blobs=self.blobs, metrics=self.metrics
+        )
+        self.stop_event = threading.Event()
+        self._stats_lock = threading.Lock()
+        self._stats_queue: LabelQueue | None = None
+        self._api_queue: LabelQueue | None = None
+        self._api: Any = None
+        self._ops: OpsServer | None = None
+        self._consumer_thread: threading.Thread | None = None
+        self._maintenance: threading.Thread | None = None
+        self._consumer_error: BaseException | None = None
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Open the queue (migrating it), start the API, the ops server and the consumer."""
+        self._stats_queue = self.queue_factory()  # migrates; fails fast on a bad database
+        self.metrics.watch_queue(self._queue_stats)
+        self.metrics.watch_lag(self.consumer.lag_snapshot)
+        if self.config.api.enabled:
+            self._start_api()
+        self._ops = OpsServer(
+            self.registry,
+            host=self.config.metrics.host,
+            port=self.config.metrics.port,
+            health=self.health,
+        ).start()
+        self._consumer_thread = threading.Thread(
+            target=self._run_consumer, name="ingest-consumer", daemon=True
+        )
+        self._consumer_thread.start()
+        self._maintenance = threading.Thread(
+            target=self._maintain, name="ingest-maintenance", daemon=True
+        )
+        self._maintenance.start()
+        return self
+
+    def _start_api(self) -> None:
+        from ingest_service.api import ApiServer, create_app
+
+        self._api_queue = self.queue_factory()
+        app = create_app(
+            self._api_queue,
+            self.blobs,
+            tokens=self.tokens,
+            lease_s=self.config.queue.lease_s,
+            metrics=self.metrics.observe_request,
+        )
+        self._api = ApiServer(app, self.config.api.host, self.config.api.port)
+        self._api.start()
+        log.info("labeling API on %s:%d", self.config.api.host, self.api_port)
+
+    def request_stop(self) -> None:
+        """Stop polling; the consumer finishes its current write, commits and closes."""
+        self.stop_event.set()
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Wait for the consumer thread; 0 when it stopped cleanly, 1 when it failed."""
+        if self._consumer_thread is not None:
+            self._consumer_thread.join(timeout_s)
+            if self._consumer_thread.is_alive():
+                return 1
+        return 1 if self._consumer_error is not None else 0
+
+    def close(self) -> None:
+        """Stop everything (the consumer first), close every connection."""
+        self.request_stop()
+        if self._consumer_thread is not None:
+            drain = self.config.consumer.drain_timeout_s + 30.0
+            self._consumer_thread.join(drain)
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        if self._ops is not None:
+            self._ops.stop()
+            self._ops = None
+        if self._maintenance is not None:
+            self._maintenance.join(5)
+        with self._stats_lock:
+            for queue in (self._api_queue, self._stats_queue):
+                if queue is not None:
+                    queue.close()
+            self._api_queue = self._stats_queue = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def api_port(self) -> int | None:
+        return None if self._api is None else int(self._api.port)
+
+    @property
+    def ops_port(self) -> int | None:
+        return None if self._ops is None else self._ops.port
+
+    def health(self) -> tuple[bool, str]:
+        """``/healthz``: the consumer is polling and its writes succeed."""
+        if self._consumer_error is not None:
+            return False, f"consumer failed: {self._consumer_error!r}"
+        return self.consumer.health()
+
+    # --- threads --------------------------------------------------------------------------
+
+    def _run_consumer(self) -> None:
+        try:
+            self.consumer.run(self.stop_event)
+        except BaseException as exc:
+            self._consumer_error = exc
+            log.critical("ingest consumer failed: %r", exc, exc_info=True)
+            self.stop_event.set()
+
+    def queue_stats(self) -> dict[str, int]:
+        """Tasks per state, now."""
+        return self._queue_stats()
+
+    def _queue_stats(self) -> dict[str, int]:
+        with self._stats_lock:
+            if self._stats_queue is None:
+                self._stats_queue = self.queue_factory()
+            try:
+                return {str(k): v for k, v in self._stats_queue.stats().items()}
+            except Exception:
+                self._stats_queue.close()
+                self._stats_queue = None  # reopened at the next scrape
+                raise
+
+    def _maintain(self) -> None:
+        """Take back lapsed leases every minute (docs/label-queue.md)."""
+        while not self.stop_event.wait(_MAINTENANCE_EVERY_S):
+            with self._stats_lock:
+                try:
+                    if self._stats_queue is None:
+                        self._stats_queue = self.queue_factory()
+                    expired = self._stats_queue.expire_leases()
+                    if expired:
+                        log.info("took back %d lapsed leases", expired)
+                except Exception as exc:
+                    log.warning("lease maintenance failed: %s", exc)
+                    if self._stats_queue is not None:
+                        self._stats_queue.close()
+                    self._stats_queue = None
