@@ -8,7 +8,7 @@ program with a message that names it (see :mod:`schemas.config`). An example wit
 
 Tables: ``[agent]``, ``[source]``, ``[models]`` (with ``[models.runner]``), ``[quality]``,
 ``[selector]`` (with ``[selector.budget]`` and ``[selector.diversity]``), ``[spool]``,
-``[kafka]`` (with ``[kafka.security]``), ``[metrics]``.
+``[kafka]`` (with ``[kafka.security]``), ``[metrics]``, ``[rollout]``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "AgentSection",
     "MetricsSection",
     "ModelsSection",
+    "RolloutSection",
     "SourceSection",
     "SpoolSection",
     "default_selector",
@@ -130,6 +131,17 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class RolloutSection:
+    enabled: bool = False
+    """Take new model versions from the models topic and hot-swap them (docs/models.md)."""
+    topic: str = "fleet.models"
+    group_id: str = ""
+    """Consumer group; empty: ``edge-<vehicle_id>``, so every vehicle sees every update."""
+    models_dir: Path | None = None
+    """Where received models are kept; none: ``<agent.data_dir>/models``."""
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent: AgentSection = field(default_factory=AgentSection)
     source: SourceSection = field(default_factory=SourceSection)
@@ -139,6 +151,7 @@ class AgentConfig:
     spool: SpoolSection = field(default_factory=SpoolSection)
     kafka: SinkConfig = field(default_factory=SinkConfig)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
 
     @property
     def spool_path(self) -> Path:

@@ -23,10 +23,11 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from edge_agent.agent import MetricsObserver, build_pipeline, load_slots, save_state
+from edge_agent.agent import MetricsObserver, Parts, build_pipeline, load_slots, save_state
 from edge_agent.config import AgentConfig
 from edge_agent.errors import EdgeAgentError
 from edge_agent.models.errors import ModelError
+from edge_agent.rollout import ModelRollout, start_listener
 from edge_agent.sink import KafkaSink
 from edge_agent.sources import SourceOptions, SpoolDirSource, open_source
 from edge_agent.sources.base import FrameSource
@@ -94,6 +95,8 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
             port=cfg.metrics.port,
             health=lambda: (bool(healthy["ok"]), str(healthy["detail"])),
         ).start()
+    if cfg.rollout.enabled:
+        _start_rollout(cfg, parts, stop)
     source = open_live_source(cfg)
     handler = _Stop(stop, source)
     if threading.current_thread() is threading.main_thread():
@@ -129,6 +132,25 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
         if ops is not None:
             ops.stop()
     return 0
+
+
+def _start_rollout(cfg: AgentConfig, parts: Parts, stop: threading.Event) -> None:
+    scorer = parts.pipeline.scorer
+    slots = {k: s for k, s in (("camera", scorer.camera), ("lidar", scorer.lidar)) if s}
+    rollout = ModelRollout(
+        slots,
+        cfg.rollout.models_dir or cfg.agent.data_dir / "models",
+        metrics=parts.metrics,
+        on_swap=parts.pipeline.refresh_models,
+    )
+    start_listener(
+        rollout,
+        bootstrap_servers=cfg.kafka.bootstrap_servers,
+        topic=cfg.rollout.topic,
+        group_id=cfg.rollout.group_id or f"edge-{cfg.agent.vehicle_id}",
+        security=cfg.kafka.security.kafka_kwargs(),
+        stop=stop,
+    )
 
 
 def check(cfg: AgentConfig) -> list[str]:

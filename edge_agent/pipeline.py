@@ -69,10 +69,10 @@ class Pipeline:
         self._model_infos: dict[str, ModelInfo] = {}
         self.frames_scored = 0
         self.frames_selected = 0
-        self._refresh_models()
+        self.refresh_models()
 
     # -- models ------------------------------------------------------------------------------
-    def _refresh_models(self) -> None:
+    def refresh_models(self) -> None:
         """Record the running model versions (also after a hot swap) in metrics and envelopes."""
         for kind, slot in (("camera", self.scorer.camera), ("lidar", self.scorer.lidar)):
             if slot is None:
