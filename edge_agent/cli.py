@@ -18,18 +18,9 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.errors import EdgeAgentError
 from edge_agent.models.errors import ModelError
-from schemas.config import ConfigError, describe
+from schemas.config import ConfigError, config_help
 
 log = logging.getLogger("edge_agent")
-
-
-def _config_help() -> str:
-    rows = describe(AgentConfig)
-    width = max(len(env) for env, _, _, _ in rows)
-    lines = ["configuration keys (TOML table.key) and their environment overrides:"]
-    for env, keys, tp, default in rows:
-        lines.append(f"  {env:<{width}}  {'.'.join(keys)} ({tp}) = {default!r}")
-    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "config-help":
-        print(_config_help())
+        print(config_help(AgentConfig))
         return 0
     try:
         cfg = _load(getattr(args, "config", None))

@@ -21,20 +21,11 @@ from pathlib import Path
 
 from ingest_service.config import IngestConfig, load_ingest_config, load_tokens
 from ingest_service.errors import IngestError
-from schemas.config import ConfigError, describe
+from schemas.config import ConfigError, config_help
 
 log = logging.getLogger("ingest_service")
 
 _EXPORT_ROUTES = {"coco": "/v1/export/coco", "kitti": "/v1/export/kitti"}
-
-
-def _config_help() -> str:
-    rows = describe(IngestConfig)
-    width = max(len(env) for env, _, _, _ in rows)
-    lines = ["configuration keys (TOML table.key) and their environment overrides:"]
-    for env, keys, tp, default in rows:
-        lines.append(f"  {env:<{width}}  {'.'.join(keys)} ({tp}) = {default!r}")
-    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet = logging.CRITICAL if args.command != "run" else logging.WARNING
         logging.getLogger("kafka").setLevel(quiet)
     if args.command == "config-help":
-        print(_config_help())
+        print(config_help(IngestConfig))
         return 0
     try:
         cfg = _load(args.config)

@@ -234,6 +234,16 @@ def describe(cls: type[Any], prefix: str = "") -> list[tuple[str, tuple[str, ...
     return rows
 
 
+def config_help(cls: type[Any]) -> str:
+    """``config-help`` text: every key with its environment variable, type and default."""
+    rows = describe(cls)
+    width = max(len(env) for env, _, _, _ in rows)
+    lines = ["configuration keys (TOML table.key) and their environment overrides:"]
+    for env, keys, tp, default in rows:
+        lines.append(f"  {env:<{width}}  {'.'.join(keys)} ({tp}) = {default!r}")
+    return "\n".join(lines)
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "|".join(map(str, get_args(tp)))
