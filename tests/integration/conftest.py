@@ -13,12 +13,13 @@ from deploy.postgres.pg_local import LocalPostgres, PostgresNotInstalledError, f
 def postgres() -> Iterator[str]:
     """The DSN of a throwaway PostgreSQL server (database ``fleetal``), one per session.
 
-    Tests that need isolation create their own schema or database on it. Skips,
-    naming the package to install, when no PostgreSQL server binaries are present.
+    Tests that need isolation create their own schema or database on it. Without the
+    PostgreSQL server binaries the tests error, naming the package to install (``make test``
+    installs it): a test that needs a service starts it, it does not skip.
     """
     try:
         find_bindir()
     except PostgresNotInstalledError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(str(exc))
     with LocalPostgres() as server:
         yield server.dsn
