@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from deploy.postgres.pg_local import LocalPostgres, PostgresNotInstalledError, find_bindir
@@ -23,3 +26,20 @@ def postgres() -> Iterator[str]:
         pytest.fail(str(exc))
     with LocalPostgres() as server:
         yield server.dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty label-queue database of each backend: a SQLite file path, or a
+    PostgreSQL DSN whose search_path is a schema of its own on the session's server (a schema
+    per test is much faster than a database per test)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "queue.db")
+        return
+    server_dsn: str = request.getfixturevalue("postgres")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    yield psycopg.conninfo.make_conninfo(server_dsn, options=f"-c search_path={schema}")
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

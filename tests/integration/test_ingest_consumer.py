@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,19 +50,10 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh label-queue database: a SQLite file, or a schema on the session's PostgreSQL."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "queue.db")
-        return
-    server_dsn: str = request.getfixturevalue("postgres")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    yield psycopg.conninfo.make_conninfo(server_dsn, options=f"-c search_path={schema}")
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+@pytest.fixture
+def database(queue_db: str) -> str:
+    """A fresh label-queue database of each backend (``queue_db`` in conftest.py)."""
+    return queue_db
 
 
 def make_config(

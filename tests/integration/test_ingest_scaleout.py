@@ -15,12 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from deploy.kafka.broker import LocalKafka
@@ -40,18 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 36
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "queue.db")
-        return
-    server_dsn: str = request.getfixturevalue("postgres")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    yield psycopg.conninfo.make_conninfo(server_dsn, options=f"-c search_path={schema}")
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+@pytest.fixture
+def database(queue_db: str) -> str:
+    """A fresh label-queue database of each backend (``queue_db`` in conftest.py)."""
+    return queue_db
 
 
 class Child:

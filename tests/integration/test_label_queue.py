@@ -9,11 +9,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
-import psycopg
-import psycopg.conninfo
 import pytest
 
 from ingest_service.blobstore import BlobRef
@@ -37,21 +34,10 @@ HOUR = 3600 * 10**9
 SEC = 10**9
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A fresh, empty database of each backend: a SQLite path or a PostgreSQL DSN."""
-    if request.param == "sqlite":
-        yield str(tmp_path_factory.mktemp("queue") / "queue.db")
-        return
-    server_dsn: str = request.getfixturevalue("postgres")
-    schema = f"t_{uuid.uuid4().hex[:16]}"  # a schema per test: much faster than a database
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    yield psycopg.conninfo.make_conninfo(server_dsn, options=f"-c search_path={schema}")
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+@pytest.fixture
+def target(queue_db: str) -> str:
+    """A fresh label-queue database of each backend (``queue_db`` in conftest.py)."""
+    return queue_db
 
 
 @pytest.fixture

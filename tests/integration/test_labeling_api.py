@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
@@ -17,8 +16,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
-import psycopg.conninfo
 import pytest
 from PIL import Image
 
@@ -79,18 +76,10 @@ def envelope(seq: int, score: float, cams: dict[str, bytes], points: np.ndarray)
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "queue.db")
-        return
-    server_dsn: str = request.getfixturevalue("postgres")
-    schema = f"api_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    yield psycopg.conninfo.make_conninfo(server_dsn, options=f"-c search_path={schema}")
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+@pytest.fixture
+def target(queue_db: str) -> str:
+    """A fresh label-queue database of each backend (``queue_db`` in conftest.py)."""
+    return queue_db
 
 
 @dataclass
