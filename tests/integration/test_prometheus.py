@@ -52,3 +52,25 @@ def test_prometheus_scrapes_the_agent_metrics() -> None:
             assert model[0]["metric"]["provider"] == "CPUExecutionProvider"
     finally:
         server.stop()
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    import json
+
+    dash = json.loads((DEPLOY.parent / "grafana" / "fleetal-overview.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"fleetal:dashboard_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard_rules.json"  # YAML is a superset of JSON
+    path.write_text(json.dumps(rules))
+    checked = _promtool("check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in checked.stdout + checked.stderr
