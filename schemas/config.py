@@ -215,18 +215,25 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"'{key}': unsupported configuration type {tp!r}")
 
 
-def describe(cls: type[Any], prefix: str = "") -> list[tuple[str, tuple[str, ...], str, Any]]:
-    """Every key of ``cls`` as (environment variable, key path, type, default), for ``--help``."""
+def describe(
+    cls: type[Any], prefix: str = "", base: Any = None
+) -> list[tuple[str, tuple[str, ...], str, Any]]:
+    """Every key of ``cls`` as (environment variable, key path, type, default), for ``--help``.
+
+    Defaults come from ``base`` (an instance) where given, so a nested table's default
+    instance (e.g. a default budget with its target rate) is reported as it will be used.
+    """
     rows: list[tuple[str, tuple[str, ...], str, Any]] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         keys = (*prefix.split(".")[:-1], f.name) if prefix else (f.name,)
+        default = getattr(base, f.name) if base is not None else _default_of(f)
         table_tp = _dataclass_of(tp)
-        if table_tp is not None:
-            rows.extend(describe(table_tp, prefix=f"{prefix}{f.name}."))
+        if table_tp is not None and (default is dataclasses.MISSING or default is not None):
+            sub_base = default if isinstance(default, table_tp) else None
+            rows.extend(describe(table_tp, prefix=f"{prefix}{f.name}.", base=sub_base))
             continue
-        default = _default_of(f)
         if default is dataclasses.MISSING:
             default = "(required)"
         env = ENV_PREFIX + "__".join(k.upper() for k in keys)
