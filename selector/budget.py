@@ -12,18 +12,30 @@ Three mechanisms, applied in this order by :meth:`BudgetController.decide`:
    oldest removed by ``bisect``; O(window) memmove per update, about a microsecond). For iid
    scores the chance that a new score beats the i-th smallest of m is exactly
    ``(m + 1 - i) / (m + 1)``, so the order statistic at ``(1 - r)(m + 1)`` selects at rate r
-   without bias. ``r_eff = target_rate + D / H`` (plus the veto term below), where ``D`` is
-   the selection deficit (``target_rate * frames - selections`` since the cold start) and
-   ``H = integral_selections / target_rate`` frames: a first-order loop with time constant H
-   that makes the long-run rate exact even when caps or vetoes refuse some frames. ``D`` is
-   clamped to ``±integral_selections`` (anti-windup): after an abrupt shift of the score
-   distribution the window needs ``window`` frames to refill, the surplus of that transient
-   beyond the clamp is forgotten rather than paid back for thousands of frames.
+   without bias. ``r_eff = target_rate + (D + 4 B) / H`` (plus the veto term below), where
+   ``D`` + ``B`` is the selection deficit (``target_rate * frames - selections`` since frame 0,
+   the cold start included) and ``H = integral_selections / target_rate`` frames: a
+   first-order loop with time constant H that makes the long-run rate exact even when caps or
+   vetoes refuse some frames. Anti-windup is asymmetric:
+
+   * a *surplus* is clamped at ``-integral_selections`` (``D``): after an abrupt shift of the
+     score distribution the window needs ``window`` frames to refill, and the surplus of that
+     transient beyond the clamp is forgotten rather than paid back for thousands of frames;
+     at the clamp ``r_eff`` is 0, so no more can be overspent;
+   * a *deficit* fills ``D`` up to ``+integral_selections``, and what lies beyond goes to the
+     backlog ``B`` (at most ``4 * integral_selections``), paid back four times faster. A
+     deficit is what a lagging window causes on correlated streams (video, day to night):
+     while the score level sits below the window's, even ``2 * target_rate`` (``D`` at its
+     clamp) selects too little; forgetting that deficit made the long-run rate 10-20 % short,
+     the backlog brings it within a few per cent. After an abrupt shift downwards the backlog
+     of the transient is paid back within about ``H / 4`` frames of the window refilling, so
+     the recovery is as quick as before.
+
    Downstream vetoes (``too_similar``) can refuse whole bursts of would-be selections, more
-   than a clamped integral can make up, so they are compensated feed-forward as well: with
+   than the integral can make up quickly, so they are compensated feed-forward as well: with
    ``a`` the running share (EMA over the last ~32) of would-be selections that survive the
-   veto, ``r_eff = target_rate / max(a, 0.1) + D / H`` while behind (``D > 0``), clipped to
-   [0, 1]; once caught up the boost stops, so it cannot overshoot.
+   veto, ``r_eff = target_rate / max(a, 0.1) + (D + 4 B) / H`` while behind (``D > 0``),
+   clipped to [0, 1]; once caught up the boost stops, so it cannot overshoot.
 3. **Hard caps.** Two token buckets, frames per minute and bytes per hour. Never exceeded
    over any time window: at most ``burst + rate * T`` over any span of T seconds.
 
@@ -60,6 +72,8 @@ COLD_START_MODES: tuple[str, ...] = ("random", "diversity")
 
 _ACCEPT_GAIN = 1.0 / 32.0  # EMA weight of one would-be selection in the acceptance share
 _MIN_ACCEPT = 0.1  # the veto compensation raises the rate at most tenfold
+_BACKLOG_LIMIT = 4.0  # the backlog holds at most this many times integral_selections
+_BACKLOG_GAIN = 4.0  # the backlog is paid back with time constant H / _BACKLOG_GAIN
 
 
 def _require(ok: bool, name: str, message: str) -> None:
@@ -245,7 +259,7 @@ def cap_reason(
     return None
 
 
-def _check_frame(score: float, timestamp_s: float, nbytes: int) -> None:
+def check_frame(score: float, timestamp_s: float, nbytes: int) -> None:
     if not (isinstance(score, float | int) and 0.0 <= score <= 1.0):
         raise InvalidScoresError(f"score must be a finite float in [0, 1], got {score!r}")
     if not math.isfinite(timestamp_s):
@@ -267,6 +281,7 @@ class BudgetController:
         self._head = 0  # next slot of _ring to overwrite once it is full
         self._sorted: list[float] = []
         self._deficit = 0.0  # D, clamped to +-integral_selections
+        self._backlog = 0.0  # B: owed beyond the clamp, in [0, backlog limit]
         self._accept = 1.0  # EMA of the share of would-be selections not vetoed downstream
         self._seen = 0
         self._selected = 0
@@ -274,6 +289,14 @@ class BudgetController:
         self._cold_selected = 0
         self._reasons: dict[Reason, int] = dict.fromkeys(Reason, 0)
         self._in_cold_start = config.cold_start_frames > 0
+        # Constants of the hot path, derived once from the (frozen, validated) config.
+        self._target = float(config.target_rate)
+        self._window = config.window
+        self._bound = float(config.integral_selections)
+        self._limit = self._bound * _BACKLOG_LIMIT
+        self._horizon = self._bound / self._target  # H, frames
+        self._random_cold_start = config.cold_start_mode == "random"
+        self._capped = self._frames is not None or self._bytes is not None
 
     # -- read-only views ---------------------------------------------------------------------
     @property
@@ -293,8 +316,15 @@ class BudgetController:
 
     @property
     def deficit(self) -> float:
-        """Integral state D: selections owed (+) or overspent (-) since the cold start."""
+        """Integral state D: selections owed (+) or overspent (-) since frame 0,
+        clamped to ``±integral_selections`` (what is owed beyond is :attr:`backlog`)."""
         return self._deficit
+
+    @property
+    def backlog(self) -> float:
+        """Selections owed beyond the clamp of :attr:`deficit` (B), in
+        ``[0, 4 * integral_selections]``; positive only while the deficit is at its clamp."""
+        return self._backlog
 
     @property
     def reason_counts(self) -> Mapping[Reason, int]:
@@ -313,14 +343,15 @@ class BudgetController:
 
     def effective_rate(self) -> float:
         """The target rate after the integral correction, in [0, 1]."""
-        cfg = self.config
-        base = cfg.target_rate
-        if self._deficit > 0.0:  # behind: compensate for the share lost to vetoes
-            base /= max(self._accept, _MIN_ACCEPT)
-        if cfg.integral_selections == 0.0:
-            return min(1.0, base)
-        horizon = cfg.integral_selections / cfg.target_rate
-        return min(1.0, max(0.0, base + self._deficit / horizon))
+        base = self._target
+        deficit = self._deficit
+        if deficit > 0.0:  # behind: compensate for the share lost to vetoes
+            accept = self._accept
+            base /= accept if accept > _MIN_ACCEPT else _MIN_ACCEPT
+        if self._horizon == 0.0:
+            return base if base < 1.0 else 1.0
+        r = base + (deficit + _BACKLOG_GAIN * self._backlog) / self._horizon
+        return 1.0 if r > 1.0 else (r if r > 0.0 else 0.0)
 
     def threshold(self) -> float:
         """Current score threshold: a frame is selected when its score is above it."""
@@ -367,26 +398,32 @@ class BudgetController:
     ) -> tuple[bool, float, Reason, float]:
         """:meth:`decide` without building the :class:`Decision`: ``(selected, threshold,
         reason, draw)``, for callers that build their own (saves a dataclass per frame)."""
-        _check_frame(score, timestamp_s, nbytes)
+        check_frame(score, timestamp_s, nbytes)
+        return self.evaluate_checked(score, timestamp_s, nbytes, novelty)
+
+    def evaluate_checked(
+        self, score: float, timestamp_s: float, nbytes: int, novelty: float | None
+    ) -> tuple[bool, float, Reason, float]:
+        """:meth:`evaluate` for inputs already checked with :func:`check_frame`."""
         draw = self._draws.peek()
-        cfg = self.config
         if self._in_cold_start:
-            threshold = cfg.target_rate
-            if cfg.cold_start_mode == "random":
-                explore = draw < cfg.target_rate
+            cfg = self.config
+            threshold = self._target
+            if self._random_cold_start:
+                explore = draw < threshold
             else:
                 if novelty is None:
                     raise InvalidScoresError(
                         "novelty is required during a cold start with cold_start_mode='diversity'"
                     )
                 threshold = cfg.cold_start_novelty
-                explore = novelty >= cfg.cold_start_novelty
+                explore = novelty >= threshold
             reason = Reason.COLD_START_EXPLORE if explore else Reason.COLD_START_SKIP
         else:
             threshold = self.threshold()
             explore = score > threshold
             reason = Reason.SELECTED if explore else Reason.BELOW_THRESHOLD
-        if explore:
+        if explore and self._capped:
             capped = cap_reason(self._frames, self._bytes, timestamp_s, nbytes)
             if capped is not None:
                 explore, reason = False, capped
@@ -403,49 +440,65 @@ class BudgetController:
                 f"decision.seq {decision.seq} does not match the next frame {self._seen}; "
                 "each decision is committed once, in order"
             )
-        t = decision.timestamp_s
-        if decision.selected:
-            if self._frames is not None:
-                self._frames.take(t, 1.0)
-            if self._bytes is not None:
-                self._bytes.take(t, float(decision.nbytes))
-        else:
-            if self._frames is not None:
-                self._frames.advance(t)
-            if self._bytes is not None:
-                self._bytes.advance(t)
+        selected = decision.selected
+        reason = decision.reason
+        if self._capped:
+            t = decision.timestamp_s
+            if selected:
+                if self._frames is not None:
+                    self._frames.take(t, 1.0)
+                if self._bytes is not None:
+                    self._bytes.take(t, float(decision.nbytes))
+            else:
+                if self._frames is not None:
+                    self._frames.advance(t)
+                if self._bytes is not None:
+                    self._bytes.advance(t)
         self._push(decision.score)
-        cfg = self.config
         if self._in_cold_start:
+            cfg = self.config
             self._cold_seen += 1
-            self._cold_selected += decision.selected
+            self._cold_selected += selected
             done = self._cold_seen >= cfg.cold_start_frames or (
                 cfg.cold_start_min_selected is not None
                 and self._cold_selected >= cfg.cold_start_min_selected
             )
-            if done:
+            if done:  # the long run counts from frame 0: start owing what exploring missed
                 self._in_cold_start = False
+                self._settle(self._target * self._cold_seen - self._cold_selected)
         else:
-            bound = cfg.integral_selections
-            d = self._deficit + cfg.target_rate - float(decision.selected)
-            self._deficit = min(bound, max(-bound, d))
-            if decision.reason is Reason.SELECTED or decision.reason is Reason.TOO_SIMILAR:
-                self._accept += (float(decision.selected) - self._accept) * _ACCEPT_GAIN
+            self._settle(self._deficit + self._backlog + self._target - (1.0 if selected else 0.0))
+            if reason is Reason.SELECTED or reason is Reason.TOO_SIMILAR:
+                self._accept += ((1.0 if selected else 0.0) - self._accept) * _ACCEPT_GAIN
         self._seen += 1
-        self._selected += decision.selected
-        self._reasons[decision.reason] += 1
+        if selected:
+            self._selected += 1
+        self._reasons[reason] += 1
         self._draws.advance()
 
-    def _push(self, score: float) -> None:
-        w = self.config.window
-        if len(self._ring) < w:
-            self._ring.append(score)
+    def _settle(self, owed: float) -> None:
+        """Split the selections ``owed`` in all into D (up to its clamp) and the backlog B
+        (beyond it, up to its limit); a surplus beyond ``-bound`` is forgotten (anti-windup)."""
+        bound = self._bound
+        if owed > bound:
+            self._deficit = bound
+            self._backlog = min(owed - bound, self._limit)
         else:
-            old = self._ring[self._head]
-            del self._sorted[bisect_left(self._sorted, old)]
-            self._ring[self._head] = score
-            self._head = (self._head + 1) % w
-        insort(self._sorted, score)
+            self._deficit = owed if owed > -bound else -bound
+            self._backlog = 0.0
+
+    def _push(self, score: float) -> None:
+        ring = self._ring
+        s = self._sorted
+        if len(ring) < self._window:
+            ring.append(score)
+        else:
+            head = self._head
+            del s[bisect_left(s, ring[head])]
+            ring[head] = score
+            head += 1
+            self._head = 0 if head == self._window else head
+        insort(s, score)
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
@@ -457,6 +510,7 @@ class BudgetController:
             "draws": draws_header,
             "head": self._head,
             "deficit": self._deficit,
+            "backlog": self._backlog,
             "accept": self._accept,
             "seen": self._seen,
             "selected": self._selected,
@@ -491,8 +545,14 @@ class BudgetController:
         obj._head = head
         obj._sorted = sorted(ring)
         obj._deficit = float(field(header, "deficit", (int, float)))
+        obj._backlog = float(field(header, "backlog", (int, float)))
         obj._accept = float(field(header, "accept", (int, float)))
-        if not 0.0 <= obj._accept <= 1.0 or abs(obj._deficit) > config.integral_selections:
+        if (
+            not 0.0 <= obj._accept <= 1.0
+            or abs(obj._deficit) > obj._bound
+            or not 0.0 <= obj._backlog <= obj._limit
+            or (obj._backlog > 0.0 and obj._deficit != obj._bound)
+        ):
             raise StateError("corrupt selector state: rate controller out of range")
         obj._seen = field(header, "seen", int)
         obj._selected = field(header, "selected", int)

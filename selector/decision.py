@@ -72,3 +72,53 @@ class Decision:
             if key == name:
                 return value
         return None
+
+
+_SETTERS = tuple(
+    Decision.__dict__[name].__set__
+    for name in (
+        "selected",
+        "score",
+        "threshold",
+        "reason",
+        "seq",
+        "timestamp_s",
+        "nbytes",
+        "draw",
+        "components",
+    )
+)
+
+
+def make_decision(
+    selected: bool,
+    score: float,
+    threshold: float,
+    reason: Reason,
+    seq: int,
+    timestamp_s: float,
+    nbytes: int,
+    draw: float,
+    components: tuple[tuple[str, float], ...],
+) -> Decision:
+    """``Decision(selected, ..., components)``, built about twice as fast, for the per-frame
+    path: the generated ``__init__`` of a frozen dataclass sets each field through
+    ``object.__setattr__``; this writes the slots directly (``Decision`` has no
+    ``__post_init__`` to skip; a test checks that both give equal decisions).
+
+    >>> make_decision(True, 0.9, 0.7, Reason.SELECTED, 0, 0.0, 0, 0.0, ()) == Decision(
+    ...     True, 0.9, 0.7, Reason.SELECTED, 0)
+    True
+    """
+    d: Decision = object.__new__(Decision)
+    s = _SETTERS
+    s[0](d, selected)
+    s[1](d, score)
+    s[2](d, threshold)
+    s[3](d, reason)
+    s[4](d, seq)
+    s[5](d, timestamp_s)
+    s[6](d, nbytes)
+    s[7](d, draw)
+    s[8](d, components)
+    return d

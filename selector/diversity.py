@@ -34,7 +34,8 @@ only for entries whose bound beats ``best``, in increasing order of the bound. T
 the same as a brute-force pass (tested against one, with random data, both evictions and
 wraparound). The worst case (step 4) costs one full matvec over the memory, like brute force;
 ``novelty(..., cap=c)`` starts the search from ``c`` instead of 1, which is all that a
-too-similar veto needs and stays in steps 1-2 near the frame's own time and place.
+too-similar veto needs and stays near the frame's own time and place: with ``c <= w_t`` it is
+a single visit of the window ``|dt| < c * time_scale_s / w_t`` (step 2 without step 1).
 
 >>> mem = DiversityMemory(capacity=4, dim=3, time_scale_s=10.0, space_scale_m=20.0,
 ...                       weights=(0.25, 0.25, 0.5), similar_threshold=0.1)
@@ -185,7 +186,7 @@ class DiversityMemory:
         e = np.asarray(embedding, dtype=np.float32)
         if e.shape != (self.dim,):
             raise InvalidScoresError(f"embedding must have shape ({self.dim},), got {e.shape}")
-        norm = math.sqrt(float(np.dot(e, e)))
+        norm = math.sqrt(float(e.dot(e)))  # the method: less call overhead than np.dot
         if not (math.isfinite(norm) and norm > 0.0):
             raise InvalidScoresError("embedding must be finite and non-zero")
         out: NDArray[np.float32] = e / np.float32(norm)
@@ -229,6 +230,13 @@ class DiversityMemory:
             return start
         wt, ws, _ = self.weights
         tl, sl = self._tl, self._sl
+        if cap <= wt:
+            # A capped search (a veto): only entries with w_t d_t < cap can win, so one visit
+            # of that time window does it, without steps 1 and 3-4.
+            radius = cap * self.time_scale_s / wt
+            a = bisect_right(tl, t - radius)
+            b = bisect_left(tl, t + radius)
+            return self._visit(sl[a:b], t, xyz, q, start)
         # 1. The neighbours in time give a first best.
         i = bisect_left(tl, t)
         lo, hi = max(0, i - _SEED_NEIGHBOURS), min(n, i + _SEED_NEIGHBOURS)
@@ -285,10 +293,21 @@ class DiversityMemory:
         limit = best.value
         rows: list[int] = []
         bounds: list[tuple[float, float, float]] = []
-        for slot in slots:
+        sqrt = math.sqrt
+        for slot in slots:  # plain comparisons instead of min/abs: this loop is the hot spot
+            dt = ts[slot] - t
+            if dt < 0.0:
+                dt = -dt
+            dt *= inv_t
+            if dt > 1.0:
+                dt = 1.0
+            if wt * dt >= limit:  # the bound can only grow: skip the distance
+                continue
             px, py, pz = pl[slot]
-            dt = min(abs(ts[slot] - t) * inv_t, 1.0)
-            ds = min(math.sqrt((px - x) ** 2 + (py - y) ** 2 + (pz - z) ** 2) * inv_s, 1.0)
+            dx, dy, dz = px - x, py - y, pz - z
+            ds = sqrt(dx * dx + dy * dy + dz * dz) * inv_s
+            if ds > 1.0:
+                ds = 1.0
             bound = wt * dt + ws * ds
             if bound < limit:
                 rows.append(slot)
@@ -312,12 +331,14 @@ class DiversityMemory:
         wf = self.weights[2]
         emb = self._e
         if len(rows) <= _ROWWISE:
-            order = sorted(range(len(rows)), key=lambda j: bounds[j][0])
+            order = (
+                range(1) if len(rows) == 1 else sorted(range(len(rows)), key=lambda j: bounds[j][0])
+            )
             for j in order:
                 bound, dt, ds = bounds[j]
                 if bound >= best.value:
                     break
-                df = min(max((1.0 - float(np.dot(emb[rows[j]], q))) * 0.5, 0.0), 1.0)
+                df = min(max((1.0 - float(emb[rows[j]].dot(q))) * 0.5, 0.0), 1.0)
                 total = bound + wf * df
                 if total < best.value:
                     best = Novelty(total, dt, ds, df)

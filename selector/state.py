@@ -31,8 +31,10 @@ from numpy.typing import NDArray
 
 from selector.errors import StateError
 
-FORMAT_VERSION = 1
-"""Bumped whenever the layout of saved state changes; older or newer versions are rejected."""
+FORMAT_VERSION = 2
+"""Bumped whenever the layout of saved state changes; older or newer versions are rejected.
+
+2: the budget controller saves its ``backlog`` (selections owed beyond the integral clamp)."""
 
 _HEADER = "header"
 

@@ -47,6 +47,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -54,8 +55,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from selector.budget import BudgetConfig, BudgetController
-from selector.decision import Decision, Reason
+from selector.budget import BudgetConfig, BudgetController, check_frame
+from selector.decision import Decision, Reason, make_decision
 from selector.diversity import DiversityMemory, Eviction, Novelty
 from selector.errors import InvalidConfigError, InvalidScoresError, StateError
 from selector.fusion import (
@@ -65,7 +66,7 @@ from selector.fusion import (
     fuse_sensors,
 )
 from selector.state import pack, unpack
-from selector.uncertainty import COMMITTEE_METHODS, check_method, uncertainty_scores
+from selector.uncertainty import COMMITTEE_METHODS, check_method, score_one
 
 __all__ = [
     "DiversityConfig",
@@ -194,6 +195,14 @@ class StreamSelector:
         self._memory = None if config.diversity is None else config.diversity.build(memory_seed)
         self._novelty_always = config.combine_rule != "uncertainty"
         self._committee = config.uncertainty_method in COMMITTEE_METHODS
+        # Constants of the hot path, derived once from the (frozen, validated) config.
+        self._method = config.uncertainty_method
+        self._logits = config.logits
+        self._dims = 2 if self._committee else 1
+        self._fusion = config.sensor_fusion
+        self._camera_weight = float(config.camera_weight)
+        self._diversity_cold_start = config.budget.cold_start_mode == "diversity"
+        self._similar = 0.0 if self._memory is None else self._memory.similar_threshold
 
     @property
     def budget(self) -> BudgetController:
@@ -208,22 +217,31 @@ class StreamSelector:
     # -- scoring -----------------------------------------------------------------------------
     def _sensor(self, probs: ArrayLike | None, score: float | None, name: str) -> float | None:
         if probs is None:
-            if score is not None and not (isinstance(score, float | int) and 0 <= score <= 1):
+            if score is None:
+                return None
+            if type(score) is float and 0.0 <= score <= 1.0:  # the common case, NaN fails
+                return score
+            if not (isinstance(score, float | int) and 0 <= score <= 1):
                 raise InvalidScoresError(f"{name}_uncertainty must be in [0, 1], got {score!r}")
-            return None if score is None else float(score)
+            return float(score)
         if score is not None:
             raise InvalidScoresError(f"give {name}_probs or {name}_uncertainty, not both")
-        p = np.asarray(probs, dtype=np.float64)
-        want = 2 if self._committee else 1
-        if p.ndim != want:
+        p = probs if type(probs) is np.ndarray else np.asarray(probs, dtype=np.float64)
+        if p.ndim != self._dims:
             raise InvalidScoresError(
-                f"{name}_probs must have {want} dimension(s) for method "
-                f"{self.config.uncertainty_method!r}, got shape {p.shape}"
+                f"{name}_probs must have {self._dims} dimension(s) for method "
+                f"{self._method!r}, got shape {p.shape}"
             )
-        batch = p[:, None, :] if self._committee else p[None, :]
-        return float(
-            uncertainty_scores(batch, self.config.uncertainty_method, logits=self.config.logits)[0]
-        )
+        return score_one(p, self._method, logits=self._logits)
+
+    def _fuse(self, cam: float | None, lid: float | None) -> float:
+        """:func:`fuse_sensors` for scores that :meth:`_sensor` has checked."""
+        if lid is None:
+            if cam is not None:
+                return cam
+        elif cam is None:
+            return lid
+        return fuse_sensors(cam, lid, self._fusion, camera_weight=self._camera_weight)
 
     def _novelty(self, frame: FrameScores, cap: float = 1.0) -> Novelty:
         memory = self._memory
@@ -236,47 +254,64 @@ class StreamSelector:
 
     def decide(self, frame: FrameScores) -> Decision:
         """Decide one frame; changes nothing (commit with :meth:`update`)."""
-        cfg = self.config
         cam = self._sensor(frame.camera_probs, frame.camera_uncertainty, "camera")
         lid = self._sensor(frame.lidar_probs, frame.lidar_uncertainty, "lidar")
-        u = fuse_sensors(cam, lid, cfg.sensor_fusion, camera_weight=cfg.camera_weight)
+        u = self._fuse(cam, lid)
         budget = self._budget
+        memory = self._memory
         nov: Novelty | None = None
-        if self._memory is not None and (
-            self._novelty_always
-            or (budget.in_cold_start and cfg.budget.cold_start_mode == "diversity")
+        score = u
+        if memory is not None:
+            if self._novelty_always:
+                nov = self._novelty(frame)
+                cfg = self.config
+                score = combine_uncertainty_novelty(u, nov.value, cfg.combine_rule, alpha=cfg.alpha)
+            elif self._diversity_cold_start and budget.in_cold_start:
+                nov = self._novelty(frame)
+        t = frame.timestamp_s
+        nbytes = frame.nbytes
+        if not (
+            type(score) is float
+            and 0.0 <= score <= 1.0
+            and type(nbytes) is int
+            and nbytes >= 0
+            and math.isfinite(t)
         ):
-            nov = self._novelty(frame)
-        if self._novelty_always and nov is not None:
-            score = combine_uncertainty_novelty(u, nov.value, cfg.combine_rule, alpha=cfg.alpha)
-        else:
-            score = u
-        selected, threshold, reason, draw = budget.evaluate(
-            score, frame.timestamp_s, frame.nbytes, novelty=None if nov is None else nov.value
+            check_frame(score, t, nbytes)  # raises, or accepts an unusual but valid type
+        selected, threshold, reason, draw = budget.evaluate_checked(
+            score, t, nbytes, None if nov is None else nov.value
         )
-        if selected and self._memory is not None:
+        if selected and memory is not None:
             if nov is None:  # veto only: a search bounded by the threshold suffices
-                nov = self._novelty(frame, cap=self._memory.similar_threshold)
-            if self._memory.is_too_similar(nov.value):
+                nov = self._novelty(frame, cap=self._similar)
+            if nov.value < self._similar:  # memory.is_too_similar
                 selected, reason = False, Reason.TOO_SIMILAR
-        components: list[tuple[str, float]] = []
-        if cam is not None:
-            components.append(("camera", cam))
-        if lid is not None:
-            components.append(("lidar", lid))
-        components.append(("uncertainty", u))
-        if nov is not None:
-            components.append(("novelty", nov.value))
-        return Decision(
-            selected=selected,
-            score=float(score),
-            threshold=threshold,
-            reason=reason,
-            seq=budget.frames_seen,
-            timestamp_s=float(frame.timestamp_s),
-            nbytes=int(frame.nbytes),
-            draw=draw,
-            components=tuple(components),
+        if lid is None and cam is not None:  # one camera: the common case, no list
+            components: tuple[tuple[str, float], ...] = (
+                (("camera", cam), ("uncertainty", u))
+                if nov is None
+                else (("camera", cam), ("uncertainty", u), ("novelty", nov.value))
+            )
+        else:
+            parts: list[tuple[str, float]] = []
+            if cam is not None:
+                parts.append(("camera", cam))
+            if lid is not None:
+                parts.append(("lidar", lid))
+            parts.append(("uncertainty", u))
+            if nov is not None:
+                parts.append(("novelty", nov.value))
+            components = tuple(parts)
+        return make_decision(
+            selected,
+            float(score),
+            threshold,
+            reason,
+            budget.frames_seen,
+            float(t),
+            int(nbytes),
+            draw,
+            components,
         )
 
     def update(self, decision: Decision, frame: FrameScores) -> None:

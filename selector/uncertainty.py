@@ -46,6 +46,7 @@ __all__ = [
     "margin",
     "mean_kl",
     "ratio",
+    "score_one",
     "softmax",
     "uncertainty_scores",
     "validate_probs",
@@ -291,7 +292,11 @@ def _single_row(p: ArrayLike, logits: bool) -> list[float] | None:
         return None
     if a.ndim != 2 or a.shape[0] != 1 or not 2 <= a.shape[1] <= _FAST_MAX_CLASSES:
         return None
-    row: list[float] = a.tolist()[0]
+    return _row_probs(a.tolist()[0], logits)
+
+
+def _row_probs(row: list[float], logits: bool) -> list[float] | None:
+    """``row`` (one sample's floats) as valid probabilities, or None to go vectorised."""
     try:
         total = math.fsum(row)  # NaN and inf make the total non-finite (or raise)
     except (ValueError, OverflowError):
@@ -523,3 +528,32 @@ def uncertainty_scores(p: ArrayLike, method: str, *, logits: bool = False) -> Fl
     if method in _PER_SAMPLE:
         return _per_sample(method, p, logits)
     return _COMMITTEE[method](_checked_committee(p, logits, method))
+
+
+def score_one(p: ArrayLike, method: str, *, logits: bool = False) -> float:
+    """The uncertainty of one sample: ``p`` is ``(K,)`` (``(T, K)`` for a committee method).
+
+    The same value as ``uncertainty_scores`` on a batch of one, without the batch: a 1-D
+    float array of a per-sample method is scored on a Python list (no numpy calls on ten
+    numbers); anything else goes through :func:`uncertainty_scores`, which words every error.
+
+    >>> round(score_one(np.array([0.6, 0.3, 0.1]), "margin"), 6)
+    0.7
+    >>> score_one(np.array([0.6, 0.3, 0.1]), "entropy") == float(entropy([[0.6, 0.3, 0.1]])[0])
+    True
+    """
+    if (
+        type(p) is np.ndarray
+        and p.ndim == 1
+        and p.dtype.char in "dfe"  # float64, float32, float16: exact as Python floats
+        and 2 <= p.shape[0] <= _FAST_MAX_CLASSES
+    ):
+        score_row = _PER_SAMPLE_ROW.get(method)
+        if score_row is not None:
+            row = _row_probs(p.tolist(), logits)
+            if row is not None:
+                return score_row(row)
+    check_method(method)
+    a = np.asarray(p)  # the dtype kept: the vectorised checks allow for float16 rounding
+    batch = a[None, ...] if method in _PER_SAMPLE else a[:, None, ...]
+    return float(uncertainty_scores(batch, method, logits=logits)[0])

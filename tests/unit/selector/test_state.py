@@ -99,6 +99,9 @@ def _rewrite(
         (lambda h: h["memory"].__setitem__("n", 999), None, "memory size"),
         (lambda h: h["budget"].__setitem__("seen", "many"), None, "seen"),
         (lambda h: h["budget"].pop("deficit"), None, "deficit"),
+        (lambda h: h["budget"].pop("backlog"), None, "backlog"),
+        (lambda h: h["budget"].__setitem__("backlog", -1.0), None, "rate controller"),
+        (lambda h: h["budget"].__setitem__("backlog", 1e6), None, "rate controller"),
         (lambda h: h["budget"]["frames_bucket"].__setitem__("tokens", 1e9), None, "bucket"),
         (
             lambda h: h["budget"]["draws"]["rng"].__setitem__("bit_generator", "MT19937"),

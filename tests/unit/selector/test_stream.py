@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
 from selector.budget import BudgetConfig
-from selector.decision import Decision, Reason
+from selector.decision import Decision, Reason, make_decision
 from selector.errors import InvalidConfigError, InvalidScoresError, StateError
 from selector.stream import DiversityConfig, FrameScores, SelectorConfig, StreamSelector
 from selector.uncertainty import entropy
@@ -191,3 +192,71 @@ def test_from_state_rejects_another_config() -> None:
     sel = StreamSelector(_config(), seed=0)
     with pytest.raises(StateError, match="SelectorConfig"):
         StreamSelector.from_state(_config(alpha=0.3), sel.state_bytes())
+
+
+def test_make_decision_equals_the_dataclass() -> None:
+    args = (True, 0.9, 0.7, Reason.SELECTED, 3, 1.5, 100, 0.25, (("uncertainty", 0.9),))
+    fast = make_decision(*args)
+    slow = Decision(*args)
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.selected = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        _config(),
+        _config(diversity=None),
+        _config(diversity=None, sensor_fusion="weighted_mean", camera_weight=0.3),
+        _config(diversity=None, sensor_fusion="product"),
+        _config(combine_rule="weighted", alpha=0.7),
+    ],
+    ids=["veto", "no-diversity", "weighted-mean", "product", "weighted"],
+)
+def test_fast_paths_agree_with_the_reference_functions(config: SelectorConfig) -> None:
+    """Scalar uncertainties, one sensor or two: every decision's score is what
+    fuse_sensors / combine_uncertainty_novelty give for its components."""
+    from selector.fusion import combine_uncertainty_novelty, fuse_sensors
+
+    frames = video_stream(1_500, seed=4)
+    ent = {id(f): entropy(np.stack([f.camera_probs, f.lidar_probs])) for f in frames}  # type: ignore[list-item]
+    scalar = [
+        dataclasses.replace(
+            f,
+            camera_probs=None,
+            lidar_probs=None,
+            camera_uncertainty=float(ent[id(f)][0]),
+            lidar_uncertainty=float(ent[id(f)][1]) if i % 3 else None,
+        )
+        for i, f in enumerate(frames)
+    ]
+    for d in _drive(StreamSelector(config, seed=9), scalar):
+        cam, lid, u = d.component("camera"), d.component("lidar"), d.component("uncertainty")
+        assert u == fuse_sensors(cam, lid, config.sensor_fusion, camera_weight=config.camera_weight)
+        nov = d.component("novelty")
+        if config.combine_rule == "uncertainty" or nov is None:
+            assert d.score == u
+        else:
+            assert u is not None
+            assert d.score == combine_uncertainty_novelty(u, nov, config.combine_rule, alpha=0.7)
+
+
+def test_other_number_types_take_the_checked_path() -> None:
+    """numpy scalars and an int timestamp are valid: same decision as plain Python floats."""
+    cfg = _config(diversity=None, budget=BudgetConfig(target_rate=0.5, cold_start_frames=0))
+    a = StreamSelector(cfg, seed=0).decide(FrameScores(2.0, nbytes=7, camera_uncertainty=0.75))
+    b = StreamSelector(cfg, seed=0).decide(
+        FrameScores(
+            2,  # type: ignore[arg-type]
+            nbytes=np.int64(7),  # type: ignore[arg-type]
+            camera_uncertainty=np.float64(0.75),  # type: ignore[arg-type]
+        )
+    )
+    assert a == b
+    with pytest.raises(InvalidScoresError, match="nbytes"):
+        StreamSelector(cfg, seed=0).decide(FrameScores(0.0, nbytes=-1, camera_uncertainty=0.5))
+    with pytest.raises(InvalidScoresError, match="timestamp"):
+        StreamSelector(cfg, seed=0).decide(FrameScores(math.nan, camera_uncertainty=0.5))

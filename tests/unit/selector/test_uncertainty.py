@@ -22,6 +22,7 @@ from selector.uncertainty import (
     margin,
     mean_kl,
     ratio,
+    score_one,
     softmax,
     uncertainty_scores,
     validate_probs,
@@ -453,3 +454,32 @@ def test_single_row_fast_path_falls_back_for_errors_and_wide_rows() -> None:
 def test_negative_value_message_points_at_its_row() -> None:
     with pytest.raises(InvalidScoresError, match=r"row \[1\] has a negative value -0\.1 "):
         entropy([[0.5, 0.5], [1.1, -0.1], [1.5, -0.5]])
+
+
+@pytest.mark.parametrize("method", PER_SAMPLE_METHODS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("logits", [False, True])
+def test_score_one_equals_a_batch_of_one(method: str, dtype: type, logits: bool) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        raw = rng.normal(size=7) if logits else rng.dirichlet(np.full(7, 0.5))
+        p = raw.astype(dtype)
+        want = uncertainty_scores(p[None, :], method, logits=logits)[0]
+        assert score_one(p, method, logits=logits) == pytest.approx(want, abs=1e-12)
+        if dtype is not np.float16:  # as a list it is float64, held to the float64 tolerance
+            assert score_one(p.tolist(), method, logits=logits) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", COMMITTEE_METHODS)
+def test_score_one_committee(method: str) -> None:
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])  # (T, K)
+    assert score_one(p, method) == uncertainty_scores(p[:, None, :], method)[0]
+
+
+def test_score_one_errors_as_the_batch_path() -> None:
+    with pytest.raises(InvalidScoresError, match="sum"):
+        score_one(np.array([0.9, 0.9]), "entropy")
+    with pytest.raises(InvalidScoresError):
+        score_one(np.array([0.5, np.nan]), "entropy")
+    with pytest.raises(InvalidConfigError, match="method"):
+        score_one(np.array([0.5, 0.5]), "entropie")
