@@ -1,6 +1,8 @@
 """``ingest-service``: run (consumer + labeling API + /metrics), check (probe), admin commands.
 
-The only place that reads ``os.environ`` (``FLEETAL_*`` overrides) and configures logging.
+The only place that reads ``os.environ`` (``FLEETAL_*`` overrides; the standard ``AWS_*``
+variables for an S3 blob store, :func:`~ingest_service.config.apply_aws_environment`) and
+configures logging.
 Exit codes: 0 ok, 1 unhealthy or failed, 2 bad usage or configuration.
 """
 
@@ -19,7 +21,12 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from ingest_service.config import IngestConfig, load_ingest_config, load_tokens
+from ingest_service.config import (
+    IngestConfig,
+    apply_aws_environment,
+    load_ingest_config,
+    load_tokens,
+)
 from ingest_service.errors import IngestError
 from schemas.config import ConfigError, config_help
 
@@ -58,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: Path) -> IngestConfig:
     env = {k: v for k, v in os.environ.items() if k.startswith("FLEETAL_")}
-    return load_ingest_config(path, env=env)
+    cfg = load_ingest_config(path, env=env)
+    if cfg.blobs.backend == "s3":
+        cfg = apply_aws_environment(cfg, os.environ)
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +134,7 @@ def _run(cfg: IngestConfig, tokens: dict[str, str]) -> int:
 
 
 def _check(cfg: IngestConfig) -> int:
-    """Config valid (already), DB reachable and migrated, blob root writable; broker reported."""
+    """Config valid (already), DB reachable and migrated, blob store writable; broker reported."""
     from ingest_service.queue import LabelQueue, QueueConfig
 
     problems: list[str] = []
@@ -141,15 +151,27 @@ def _check(cfg: IngestConfig) -> int:
         print(f"ingest-service check: label queue ok ({_redacted(q.database)})")
     except (IngestError, ValueError) as exc:
         problems.append(f"label queue: {exc}")
-    try:
-        cfg.blobs.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cfg.blobs.root, prefix=".check-") as fh:
-            fh.write(b"ok")
-            fh.flush()
-            os.fsync(fh.fileno())
-        print(f"ingest-service check: blob root {cfg.blobs.root} writable")
-    except OSError as exc:
-        problems.append(f"blob root {cfg.blobs.root} is not writable: {exc}")
+    if cfg.blobs.backend == "s3":
+        from ingest_service.blobstore import S3BlobStore
+
+        try:
+            store = S3BlobStore(cfg.blobs.s3)
+            try:
+                print(f"ingest-service check: blob store: {store.check()}")
+            finally:
+                store.close()
+        except IngestError as exc:
+            problems.append(f"blob store: {exc}")
+    else:
+        try:
+            cfg.blobs.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=cfg.blobs.root, prefix=".check-") as fh:
+                fh.write(b"ok")
+                fh.flush()
+                os.fsync(fh.fileno())
+            print(f"ingest-service check: blob root {cfg.blobs.root} writable")
+        except OSError as exc:
+            problems.append(f"blob root {cfg.blobs.root} is not writable: {exc}")
     if cfg.api.enabled:
         if cfg.api.tokens_file is None:
             problems.append("api.tokens_file: required when api.enabled is true")
@@ -221,14 +243,14 @@ def _requeue_expired(cfg: IngestConfig) -> int:
 def _export(cfg: IngestConfig, fmt: str, out: Path, after_task_id: int) -> int:
     """Run the labeling API's exporter in-process on a private loopback port."""
     from ingest_service.api import ApiServer, create_app
-    from ingest_service.blobstore import LocalBlobStore
+    from ingest_service.blobstore import open_blob_store
     from ingest_service.consumer import queue_opener
 
     token = secrets.token_hex(24)
     with queue_opener(cfg)() as queue:
         app = create_app(
             queue,
-            LocalBlobStore(cfg.blobs.root, fsync=cfg.blobs.fsync),
+            open_blob_store(cfg),
             tokens={token: "ingest-cli"},
             lease_s=cfg.queue.lease_s,
             # data URLs in the export point at the service's API, not this private server

@@ -6,7 +6,8 @@ the CLI reads the environment. The file is validated once at start: an unknown k
 value stops the program with a message that names it (:mod:`schemas.config`). Every key is
 documented in ``deploy/ingest-service.example.toml``.
 
-Tables: ``[kafka]`` (with ``[kafka.security]``), ``[consumer]``, ``[queue]``, ``[blobs]``,
+Tables: ``[kafka]`` (with ``[kafka.security]``), ``[consumer]``, ``[queue]``, ``[blobs]``
+(with ``[blobs.s3]``),
 ``[reassembly]``, ``[api]``, ``[metrics]``.
 
 >>> cfg = load_ingest_config(data={"kafka": {"topic": "frames"}})
@@ -16,13 +17,16 @@ Tables: ``[kafka]`` (with ``[kafka.security]``), ``[consumer]``, ``[queue]``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edge_agent.kafka_config import KafkaSecurity
 from schemas.config import ConfigError, load_config
@@ -36,6 +40,8 @@ __all__ = [
     "MetricsSection",
     "QueueSection",
     "ReassemblySection",
+    "S3Section",
+    "apply_aws_environment",
     "load_ingest_config",
     "load_tokens",
 ]
@@ -165,12 +171,84 @@ class QueueSection:
             raise ValueError(f"busy_timeout_s: must be positive, got {self.busy_timeout_s}")
 
 
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class S3Section:
+    endpoint_url: str = ""
+    """S3 endpoint, http(s)://host[:port] (MinIO, Ceph RGW); empty: AWS S3 (or
+    AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL from the environment of the CLI)."""
+    bucket: str = ""
+    """Bucket of the blobs; required when backend = "s3". It must exist (nothing creates it)."""
+    prefix: str = ""
+    """Key prefix inside the bucket: blobs are <prefix>/ab/cd/<sha256>; no leading or trailing /."""
+    region: str = ""
+    """Signing region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    addressing_style: Literal["path", "virtual"] = "path"
+    """``path`` (endpoint/bucket/key: MinIO, Ceph, AWS) or ``virtual`` (bucket.endpoint/key)."""
+    access_key_id: str = field(default="", repr=False)
+    """Access key id; empty: AWS_ACCESS_KEY_ID, else botocore's chain (profile, instance role)."""
+    secret_access_key: str = field(default="", repr=False)
+    """Secret key; best from FLEETAL_BLOBS__S3__SECRET_ACCESS_KEY or AWS_SECRET_ACCESS_KEY."""
+    session_token: str = field(default="", repr=False)
+    """Session token of temporary credentials (AWS_SESSION_TOKEN); usually empty."""
+    ca_bundle: Path | None = None
+    """CA bundle to verify an https endpoint (unset: the system trust store)."""
+    connect_timeout_s: float = 5.0
+    """Timeout of one connection attempt to the endpoint."""
+    read_timeout_s: float = 30.0
+    """Timeout waiting for the endpoint's answer to one request."""
+    max_attempts: int = 3
+    """Attempts per request (with backoff) before the error reaches the consumer, which then
+    retries the whole write (consumer.retry_*)."""
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url:
+            url = urllib.parse.urlsplit(self.endpoint_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError(
+                    f"endpoint_url: {self.endpoint_url!r} is not an http(s)://host[:port] URL"
+                )
+        if self.bucket and not _BUCKET_RE.fullmatch(self.bucket):
+            raise ValueError(
+                f"bucket: {self.bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, "
+                "digits, dots and hyphens)"
+            )
+        if self.prefix.startswith("/") or self.prefix.endswith("/") or "//" in self.prefix:
+            raise ValueError(
+                f"prefix: {self.prefix!r} must not start or end with '/' nor contain '//'"
+            )
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise ValueError(
+                "access_key_id and secret_access_key: set both or neither (neither: the "
+                "environment or botocore's credential chain)"
+            )
+        if self.session_token and not self.access_key_id:
+            raise ValueError("session_token: set, but there is no access_key_id")
+        if not self.connect_timeout_s > 0:
+            raise ValueError(f"connect_timeout_s: must be positive, got {self.connect_timeout_s}")
+        if not self.read_timeout_s > 0:
+            raise ValueError(f"read_timeout_s: must be positive, got {self.read_timeout_s}")
+        if not 1 <= self.max_attempts <= 10:
+            raise ValueError(f"max_attempts: must be in 1..10, got {self.max_attempts}")
+
+
 @dataclass(frozen=True)
 class BlobsSection:
+    backend: Literal["local", "s3"] = "local"
+    """Where blobs live: ``local`` (a directory, root) or ``s3`` (a bucket, [blobs.s3])."""
     root: Path = Path("var/ingest/blobs")
-    """Directory of the content-addressed blob store."""
+    """Directory of the content-addressed blob store (backend = "local")."""
     fsync: bool = True
-    """fsync every blob before its frame is committed; off only for tests and benchmarks."""
+    """fsync every blob before its frame is committed; off only for tests and benchmarks
+    (backend = "local"; an S3 PUT is durable when it returns)."""
+    s3: S3Section = field(default_factory=S3Section)
+    """The S3-compatible store (``[blobs.s3]``), used when backend = "s3"."""
+
+    def __post_init__(self) -> None:
+        if self.backend == "s3" and not self.s3.bucket:
+            raise ValueError('s3.bucket: required when backend = "s3"')
 
 
 @dataclass(frozen=True)
@@ -241,6 +319,35 @@ def load_ingest_config(
 ) -> IngestConfig:
     """Build the configuration from a TOML file and/or a mapping, then ``FLEETAL_`` overrides."""
     return load_config(IngestConfig, data, path=path, env=env)
+
+
+def apply_aws_environment(config: IngestConfig, env: Mapping[str, str]) -> IngestConfig:
+    """Fill the ``[blobs.s3]`` keys left empty from the standard AWS environment variables.
+
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` (only when the
+    file sets no key id), ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL_S3`` or
+    ``AWS_ENDPOINT_URL``. The configuration file and ``FLEETAL_`` variables win. The CLI calls
+    this with ``os.environ``; nothing else reads the environment.
+    """
+    s3 = config.blobs.s3
+    changes: dict[str, Any] = {}
+    if not s3.access_key_id and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        changes["access_key_id"] = env["AWS_ACCESS_KEY_ID"]
+        changes["secret_access_key"] = env["AWS_SECRET_ACCESS_KEY"]
+        changes["session_token"] = env.get("AWS_SESSION_TOKEN", "")
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if not s3.region and region:
+        changes["region"] = region
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if not s3.endpoint_url and endpoint:
+        changes["endpoint_url"] = endpoint
+    if not changes:
+        return config
+    try:
+        new_s3 = dataclasses.replace(s3, **changes)
+    except ValueError as exc:
+        raise ConfigError(f"[blobs.s3] (from the AWS_* environment): {exc}") from exc
+    return dataclasses.replace(config, blobs=dataclasses.replace(config.blobs, s3=new_s3))
 
 
 def load_tokens(path: Path) -> dict[str, str]:

@@ -10,18 +10,24 @@
     │   └── LeaseLost              not the lease owner, or the lease ran out
     └── BlobStoreError             the blob store (ingest_service.blobstore), names the root/path
         ├── BlobNotFound           no blob with that sha256
-        └── BlobCorruptError       stored bytes do not hash to their name
+        ├── BlobCorruptError       stored bytes do not hash to their name
+        ├── BlobStoreUnavailableError  S3 endpoint unreachable, timed out, throttled, 5xx
+        ├── BlobStoreAccessError   S3 credentials missing or refused, access denied
+        └── BlobBucketNotFoundError    the configured S3 bucket does not exist
 
-Driver exceptions (``sqlite3.Error``, ``psycopg.Error``, ``OSError``) are wrapped where they
-happen with ``raise ... from exc``, so the original stays in ``__cause__``.
+Driver exceptions (``sqlite3.Error``, ``psycopg.Error``, ``OSError``, botocore's) are wrapped
+where they happen with ``raise ... from exc``, so the original stays in ``__cause__``.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BlobBucketNotFoundError",
     "BlobCorruptError",
     "BlobNotFound",
+    "BlobStoreAccessError",
     "BlobStoreError",
+    "BlobStoreUnavailableError",
     "DatabaseError",
     "IngestError",
     "LeaseLost",
@@ -83,3 +89,18 @@ class BlobCorruptError(BlobStoreError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class BlobStoreUnavailableError(BlobStoreError):
+    """The blob store's endpoint did not answer usefully: unreachable, timed out, throttled, 5xx.
+
+    Transient as far as the store can tell: the consumer retries the write with backoff.
+    """
+
+
+class BlobStoreAccessError(BlobStoreError):
+    """The blob store refused the credentials or the operation (none, invalid, access denied)."""
+
+
+class BlobBucketNotFoundError(BlobStoreError):
+    """The configured bucket does not exist at the endpoint."""

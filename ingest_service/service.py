@@ -21,7 +21,7 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from ingest_service.blobstore import LocalBlobStore
+from ingest_service.blobstore import open_blob_store
 from ingest_service.config import IngestConfig
 from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.metrics import IngestMetrics
@@ -53,7 +53,7 @@ class IngestService:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
         self.queue_factory = queue_factory or queue_opener(config)
-        self.blobs = LocalBlobStore(config.blobs.root, fsync=config.blobs.fsync)
+        self.blobs = open_blob_store(config)
         self.consumer = IngestConsumer(
             config, queue_factory=self.queue_factory, blobs=self.blobs, metrics=self.metrics
         )

@@ -122,7 +122,7 @@ def send(prod: Any, topic: str, records: Iterable[tuple[str | None, bytes]]) -> 
 def main(argv: Sequence[str]) -> int:
     from prometheus_client import CollectorRegistry
 
-    from ingest_service.blobstore import LocalBlobStore
+    from ingest_service.blobstore import open_blob_store
     from ingest_service.config import load_ingest_config
     from ingest_service.consumer import IngestConsumer, queue_opener
     from ingest_service.metrics import IngestMetrics
@@ -137,7 +137,7 @@ def main(argv: Sequence[str]) -> int:
     consumer = IngestConsumer(
         cfg,
         queue_factory=queue_opener(cfg),
-        blobs=LocalBlobStore(cfg.blobs.root, fsync=cfg.blobs.fsync),
+        blobs=open_blob_store(cfg),
         metrics=IngestMetrics(CollectorRegistry()),
     )
     runner = threading.Thread(target=consumer.run, args=(stop,), name="consumer")

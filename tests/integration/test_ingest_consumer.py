@@ -28,7 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from deploy.kafka.broker import LocalKafka
-from ingest_service.blobstore import BlobRef, LocalBlobStore
+from ingest_service.blobstore import BlobRef, LocalBlobStore, open_blob_store
 from ingest_service.config import IngestConfig, load_ingest_config
 from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.errors import DatabaseError
@@ -99,7 +99,7 @@ class Running:
         self.consumer = IngestConsumer(
             cfg,
             queue_factory=queue_factory or queue_opener(cfg),
-            blobs=LocalBlobStore(cfg.blobs.root, fsync=False),
+            blobs=open_blob_store(cfg),  # the configured backend (fsync off in make_config)
             metrics=IngestMetrics(self.registry),
         )
         assert self.consumer.metrics is not None

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingest_service.blobstore import BlobRef, BlobStore, LocalBlobStore, S3BlobStore
+from ingest_service.config import S3Section
 from ingest_service.errors import BlobCorruptError, BlobNotFound, BlobStoreError
 
 
@@ -124,6 +125,23 @@ def test_blob_ref_validates_and_round_trips_json() -> None:
         BlobRef.from_json({"sha256": ref.sha256})
 
 
-def test_s3_store_is_a_clear_stub() -> None:
-    with pytest.raises(NotImplementedError, match="boto3 or minio"):
-        S3BlobStore("frames")
+def test_s3_store_needs_a_bucket_and_follows_the_protocol() -> None:
+    """Building the store makes no request; behaviour over HTTP: test_s3_blobstore.py."""
+    with pytest.raises(BlobStoreError, match="needs a bucket"):
+        S3BlobStore(S3Section())
+    store = S3BlobStore(
+        S3Section(
+            endpoint_url="http://user:pw@127.0.0.1:9",
+            bucket="frames",
+            access_key_id="AKIDUNIT",
+            secret_access_key="unit-secret",
+        )
+    )
+    assert isinstance(store, BlobStore)
+    ref = BlobRef.of(b"x")
+    assert store.key_for(ref) == f"{ref.sha256[:2]}/{ref.sha256[2:4]}/{ref.sha256}"
+    assert store.url_for(ref) == f"s3://frames/{store.key_for(ref)}"
+    assert store.endpoint == "http://127.0.0.1:9"  # user info is never echoed
+    assert "unit-secret" not in repr(store)
+    assert "pw" not in repr(store)
+    store.close()

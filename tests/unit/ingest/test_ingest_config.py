@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ingest_service.config import IngestConfig, load_ingest_config, load_tokens
+from ingest_service.blobstore import BlobRef, LocalBlobStore, S3BlobStore, open_blob_store
+from ingest_service.config import (
+    IngestConfig,
+    apply_aws_environment,
+    load_ingest_config,
+    load_tokens,
+)
 from schemas.config import ConfigError, describe
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "ingest-service.example.toml"
@@ -101,3 +107,139 @@ def test_tokens_files_in_toml_and_json(tmp_path: Path) -> None:
         load_tokens(short)
     with pytest.raises(ConfigError, match="cannot read"):
         load_tokens(tmp_path / "missing.toml")
+
+
+# --- [blobs]: backend and [blobs.s3] ----------------------------------------------------------
+
+
+def test_blobs_default_to_the_local_backend() -> None:
+    cfg = load_ingest_config()
+    assert cfg.blobs.backend == "local"
+    assert cfg.blobs.s3.bucket == ""
+    assert cfg.blobs.s3.addressing_style == "path"
+
+
+def test_open_blob_store_builds_the_configured_backend(tmp_path: Path) -> None:
+    local = load_ingest_config(data={"blobs": {"root": str(tmp_path / "b"), "fsync": False}})
+    store = open_blob_store(local)
+    assert isinstance(store, LocalBlobStore)
+    assert store.root == tmp_path / "b"
+    assert store.fsync is False
+    s3_cfg = load_ingest_config(
+        data={
+            "blobs": {
+                "backend": "s3",
+                "s3": {
+                    "endpoint_url": "http://127.0.0.1:9",
+                    "bucket": "fleet-blobs",
+                    "prefix": "prod/blobs",
+                    "access_key_id": "AKIDEXAMPLE",
+                    "secret_access_key": "very-secret-value",
+                },
+            }
+        }
+    )
+    s3 = open_blob_store(s3_cfg)  # no request is made until the store is used
+    assert isinstance(s3, S3BlobStore)
+    ref = BlobRef.of(b"x")
+    assert s3.key_for(ref) == f"prod/blobs/{ref.sha256[:2]}/{ref.sha256[2:4]}/{ref.sha256}"
+    for text in (repr(s3), repr(s3_cfg), repr(s3_cfg.blobs.s3)):
+        assert "very-secret-value" not in text
+        assert "AKIDEXAMPLE" not in text
+    s3.close()
+
+
+def test_s3_keys_from_toml_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.toml"
+    path.write_text(
+        '[blobs]\nbackend = "s3"\n'
+        '[blobs.s3]\nendpoint_url = "https://minio.internal:9000"\nbucket = "fleet-blobs"\n'
+        'addressing_style = "virtual"\n'
+    )
+    env = {
+        "FLEETAL_BLOBS__S3__ACCESS_KEY_ID": "id",
+        "FLEETAL_BLOBS__S3__SECRET_ACCESS_KEY": "secret",
+        "FLEETAL_BLOBS__S3__MAX_ATTEMPTS": "5",
+    }
+    s3 = load_ingest_config(path, env=env).blobs.s3
+    assert (s3.endpoint_url, s3.bucket, s3.addressing_style) == (
+        "https://minio.internal:9000",
+        "fleet-blobs",
+        "virtual",
+    )
+    assert (s3.access_key_id, s3.secret_access_key, s3.max_attempts) == ("id", "secret", 5)
+    assert s3.connect_timeout_s == 5.0
+
+
+@pytest.mark.parametrize(
+    ("blobs", "message"),
+    [
+        ({"backend": "s3"}, r"\[blobs\]: s3.bucket: required when backend = \"s3\""),
+        ({"backend": "gcs"}, "'blobs.backend' = 'gcs' is not one of 'local', 's3'"),
+        ({"s3": {"bucket": "Fleet_Blobs"}}, "not a valid S3 bucket name"),
+        ({"s3": {"bucket": "ab"}}, "not a valid S3 bucket name"),
+        ({"s3": {"endpoint_url": "minio:9000"}}, "endpoint_url"),
+        ({"s3": {"prefix": "/blobs"}}, "prefix"),
+        ({"s3": {"prefix": "blobs/"}}, "prefix"),
+        ({"s3": {"access_key_id": "id"}}, "set both or neither"),
+        ({"s3": {"secret_access_key": "s"}}, "set both or neither"),
+        ({"s3": {"session_token": "t"}}, "session_token"),
+        ({"s3": {"read_timeout_s": 0}}, "read_timeout_s"),
+        ({"s3": {"connect_timeout_s": -1}}, "connect_timeout_s"),
+        ({"s3": {"max_attempts": 0}}, "max_attempts"),
+        ({"s3": {"addressing_style": "auto"}}, "addressing_style"),
+        ({"s3": {"buckett": "x"}}, "unknown key 'blobs.s3.buckett'"),
+    ],
+)
+def test_bad_blob_store_settings_are_refused(blobs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_ingest_config(data={"blobs": blobs})
+
+
+def test_a_bad_value_never_echoes_the_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_ingest_config(data={"blobs": {"s3": {"secret_access_key": "hunter2-secret"}}})
+    assert "hunter2-secret" not in str(info.value)
+
+
+def test_the_standard_aws_variables_fill_only_what_the_file_leaves_empty() -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": "env-id",
+        "AWS_SECRET_ACCESS_KEY": "env-secret",
+        "AWS_SESSION_TOKEN": "env-token",
+        "AWS_DEFAULT_REGION": "eu-central-1",
+        "AWS_ENDPOINT_URL": "http://ceph.internal:7480",
+    }
+    bare = load_ingest_config(data={"blobs": {"backend": "s3", "s3": {"bucket": "fleet-blobs"}}})
+    s3 = apply_aws_environment(bare, env).blobs.s3
+    assert (s3.access_key_id, s3.secret_access_key, s3.session_token) == (
+        "env-id",
+        "env-secret",
+        "env-token",
+    )
+    assert (s3.region, s3.endpoint_url) == ("eu-central-1", "http://ceph.internal:7480")
+    assert apply_aws_environment(bare, {}) is bare
+
+    explicit = load_ingest_config(
+        data={
+            "blobs": {
+                "backend": "s3",
+                "s3": {
+                    "bucket": "fleet-blobs",
+                    "access_key_id": "file-id",
+                    "secret_access_key": "file-secret",
+                    "region": "us-west-2",
+                    "endpoint_url": "http://minio:9000",
+                },
+            }
+        }
+    )
+    s3 = apply_aws_environment(explicit, {**env, "AWS_REGION": "ap-south-1"}).blobs.s3
+    assert (s3.access_key_id, s3.secret_access_key, s3.session_token) == (
+        "file-id",
+        "file-secret",
+        "",
+    )
+    assert (s3.region, s3.endpoint_url) == ("us-west-2", "http://minio:9000")
+    with pytest.raises(ConfigError, match="AWS_"):
+        apply_aws_environment(bare, {"AWS_ENDPOINT_URL": "ceph:7480"})
