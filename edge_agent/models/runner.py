@@ -21,7 +21,9 @@ threads at once); the runner holds no per-call state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -210,8 +212,14 @@ class ModelRunner:
                 providers.append((name, {"device_id": str(self._config.device_id)}))
             else:
                 providers.append(name)
+        # onnxruntime's Python wrapper print()s an "EP Error ... Falling back" block to stdout
+        # when a GPU provider fails to load; keep it out of the daemon's stdout and in the log
+        # (the provider actually in effect is checked and reported after this). The redirect is
+        # process-wide for that instant; the agent writes nothing else to stdout meanwhile.
+        printed = io.StringIO()
         try:
-            return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+            with contextlib.redirect_stdout(printed):
+                return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
         except (
             Exception
         ) as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail...)
@@ -221,6 +229,9 @@ class ModelRunner:
                 "corrupt or not an ONNX model this onnxruntime supports: "
                 "re-export or re-download it",
             ) from exc
+        finally:
+            if printed.getvalue().strip():
+                _log.debug("onnxruntime at session creation: %s", printed.getvalue().strip())
 
     def _check_signature(self) -> None:
         meta = self._meta
