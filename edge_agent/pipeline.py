@@ -127,9 +127,9 @@ class Pipeline:
             return self._drop("model_error", row, "frame %s not scored: %s", frame.seq, exc)
         for sensor in (model_scores.camera, model_scores.lidar):
             if sensor is not None:
-                self.metrics.inference_seconds.labels(
-                    sensor.model, self._provider(sensor.model)
-                ).observe(sensor.seconds)
+                self.metrics.inference_seconds.labels(sensor.model, sensor.provider).observe(
+                    sensor.seconds
+                )
         self.frames_scored += 1
         self.metrics.frames_scored.inc()
         scores = self._frame_scores(frame, model_scores)
@@ -156,12 +156,6 @@ class Pipeline:
             self.metrics.frames_dropped.labels(row_reason).inc()
         self.metrics.selection_rate.set(self.frames_selected / self.frames_scored)
         return self._row(frame, decision, model_scores, row_reason)
-
-    def _provider(self, model_name: str) -> str:
-        for slot in (self.scorer.camera, self.scorer.lidar):
-            if slot is not None and slot.current.runner.metadata.name == model_name:
-                return slot.current.runner.provider
-        return "unknown"
 
     def _frame_scores(self, frame: Frame, ms: FrameModelScores) -> FrameScores:
         if frame.pose is not None:

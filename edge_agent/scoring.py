@@ -13,6 +13,7 @@ embeddings, each L2-normalised, so both sensors weigh the same in the cosine dis
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ class SensorScore:
     seconds: float
     model: str
     version: str
+    provider: str
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -89,9 +91,9 @@ class FrameScorer:
             for name, slot in (("camera", camera), ("lidar", lidar))
             if slot is not None
         }
-        # embedding sizes from one smoke inference each (the metadata does not carry them)
+        # embedding sizes from the slots' own smoke inference (the metadata does not carry them)
         self._dims = {
-            name: int(slot.score(slot.current.sample_input()).embedding.size)
+            name: int(np.prod(slot.output_shapes[1]))
             for name, slot in (("camera", camera), ("lidar", lidar))
             if slot is not None
         }
@@ -114,7 +116,7 @@ class FrameScorer:
         """Length of the frame embedding (0 without models); checked against the selector."""
         return sum(self._dims.values())
 
-    def _sensor(self, name: str, out: ModelOutput) -> SensorScore:
+    def _sensor(self, name: str, out: ModelOutput, provider: str) -> SensorScore:
         try:
             u = output_uncertainty(out.probs, self._methods[name], self.rule, self.topk_fraction)
         except SelectorError as exc:
@@ -124,7 +126,7 @@ class FrameScorer:
         if not np.isfinite(norm):
             raise ModelOutputError(f"{out.model_name} {out.model_version}: non-finite embedding")
         unit = emb / norm if norm > 0 else emb
-        return SensorScore(u, unit, out.seconds, out.model_name, out.model_version)
+        return SensorScore(u, unit, out.seconds, out.model_name, out.model_version, provider)
 
     def _cameras_to_score(self, frame: Frame) -> list[int]:
         if not frame.cameras:
@@ -136,22 +138,18 @@ class FrameScorer:
     def score(self, frame: Frame) -> FrameModelScores:
         camera: SensorScore | None = None
         if self.camera is not None:
+            provider = self.camera.current.runner.provider
             scored = [
-                self._sensor("camera", self.camera.score(frame.cameras[i].image))
+                self._sensor("camera", self.camera.score(frame.cameras[i].image), provider)
                 for i in self._cameras_to_score(frame)
             ]
             if scored:  # the most uncertain camera speaks for the frame
-                camera = max(scored, key=lambda s: s.uncertainty)
-                camera = SensorScore(
-                    camera.uncertainty,
-                    camera.embedding,
-                    sum(s.seconds for s in scored),
-                    camera.model,
-                    camera.version,
-                )
+                best = max(scored, key=lambda s: s.uncertainty)
+                camera = dataclasses.replace(best, seconds=sum(s.seconds for s in scored))
         lidar: SensorScore | None = None
         if self.lidar is not None and frame.lidar is not None:
-            lidar = self._sensor("lidar", self.lidar.score(frame.lidar.points))
+            out = self.lidar.score(frame.lidar.points)
+            lidar = self._sensor("lidar", out, self.lidar.current.runner.provider)
         return FrameModelScores(camera, lidar, self._embedding(camera, lidar))
 
     def _embedding(

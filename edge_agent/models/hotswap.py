@@ -93,6 +93,12 @@ class ModelSlot:
         with self._lock:
             return self._previous
 
+    @property
+    def output_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(probs shape, embedding shape) of the active model, from its smoke inference."""
+        with self._lock:
+            return self._reference
+
     def score(self, data: NDArray[Any]) -> ModelOutput:
         """Score with whichever model is active at the moment of the call."""
         return self.current.score(data)
