@@ -9,14 +9,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-UV     := $(VENV)/bin/uv
+UV_ENV := .cache/uv-env
+UV     := $(UV_ENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the project needs: libusb for `import open3d`, Java 17 + Maven for the local
 # Kafka broker, PostgreSQL for the label-queue tests, Prometheus for the scrape tests.
 DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus
 STAMP  := $(VENV)/.fleetal-installed
 
-.PHONY: help setup system-deps venv lint test test-unit test-integration bench demo models kafka-jars clean
+.PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -33,17 +34,23 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
+# uv lives in a bootstrap environment of its own (not in .venv: `uv sync` makes .venv exactly
+# the lock, and would remove itself). It installs from its cache (~/.cache/uv) by hard link: a
+# fresh clone (CI) gets its several-GB torch in seconds instead of re-unpacking it.
+$(UV):
+	$(PYTHON) -m venv $(UV_ENV)
+	$(UV_ENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
 
-# uv installs from its cache (~/.cache/uv) by hard link: a fresh clone (CI) gets its several-GB
-# torch in seconds instead of re-unpacking it with pip.
-$(UV): | $(VENV)/bin/python
-	$(PY) -m pip install -q "uv==$(UV_VERSION)"
-
-$(STAMP): pyproject.toml | $(UV)
-	$(UV) pip install -q --python $(PY) -e ".[test,bench]"
+# .venv is exactly uv.lock (checked in): `--locked` refuses to run when pyproject.toml and the
+# lock disagree, so a fresh machine installs the very versions CI tested. `make lock` updates it.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra test --extra bench --python $(PYTHON) --quiet
 	@touch $(STAMP)
+
+# Re-resolve the lock after changing dependencies in pyproject.toml (upgrade one package:
+# `.cache/uv-env/bin/uv lock --upgrade-package NAME`). Commit uv.lock with the change.
+lock: | $(UV)
+	$(UV) lock
 
 venv: $(STAMP)
 
@@ -54,6 +61,7 @@ kafka-jars: | $(STAMP)
 
 # --- checks ---------------------------------------------------------------------------------
 lint: $(STAMP)
+	$(UV) lock --check --quiet
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
