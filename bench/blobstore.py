@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deploy.lifetime import die_with_parent
 from ingest_service.blobstore import BlobRef, BlobStore, LocalBlobStore, S3BlobStore
 from ingest_service.config import S3Section
 
@@ -62,6 +63,7 @@ class MotoProcess:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 60
         while True:

@@ -48,6 +48,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
+from deploy.lifetime import die_with_parent
+
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
@@ -603,6 +605,7 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # dies with us, even on SIGKILL
             )
         finally:
             out.close()

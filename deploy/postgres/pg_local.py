@@ -53,6 +53,8 @@ from typing import Self
 
 import psycopg
 
+from deploy.lifetime import die_with_parent
+
 __all__ = ["LocalPostgres", "PostgresError", "PostgresNotInstalledError", "find_bindir"]
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,11 @@ class LocalPostgres:
         if self._tmp is None:
             raise PostgresError("the server is not started")
         return self._tmp / "data"
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def dsn(self) -> str:
@@ -368,6 +375,7 @@ class LocalPostgres:
                     user=None if run_as is None else run_as.uid,
                     group=None if run_as is None else run_as.gid,
                     extra_groups=None if run_as is None else [],
+                    preexec_fn=die_with_parent,  # dies with us, even on SIGKILL
                 )
             finally:
                 log_file.close()

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from deploy.lifetime import die_with_parent
+
 RULES = Path(__file__).with_name("alerts.yml")
 
 
@@ -43,6 +45,10 @@ class LocalPrometheus:
         self.port = 0
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def url(self) -> str:
@@ -93,6 +99,7 @@ class LocalPrometheus:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # dies with us, even on SIGKILL
         )
 
     def log_tail(self, lines: int = 20) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from deploy.kafka.broker import LocalKafka
+from deploy.lifetime import die_with_parent
 from ingest_service.queue import LabelQueue
 from tests.integration.ingest_child import (
     DEADLINE_S,
@@ -55,6 +56,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"},
+            preexec_fn=die_with_parent,
         )
         self.ready = threading.Event()
         self.status: dict[str, Any] = {}
