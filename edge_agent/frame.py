@@ -79,6 +79,8 @@ class CameraImage:
     image: NDArray[np.uint8]
     encoded: bytes | None = None
     encoding: ImageEncoding | None = None
+    source: str | None = None
+    """Where the image came from when the name does not say it (an MCAP camera's ROS topic)."""
 
     def __post_init__(self) -> None:
         _read_only(self.image)

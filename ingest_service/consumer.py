@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ingest_service.blobrefs import BlobRefs
 from ingest_service.blobstore import BlobRef, BlobStore
@@ -68,6 +68,7 @@ __all__ = [
     "dead_letter_headers",
 ]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 QueueFactory = Callable[[], LabelQueue]
@@ -142,6 +143,24 @@ class _Prefetched:
 
     def delete(self, ref: BlobRef) -> bool:
         return self._blobs.delete(ref)
+
+
+def _own_error(fn: Callable[..., T], *args: Any) -> T | Exception:
+    """``fn(*args)``, or the exception that is the record's own rather than the service's.
+
+    :class:`IngestError` (a database or blob store failing) propagates, to be retried; any
+    other exception is returned, to dead-letter the one record that caused it.
+    """
+    try:
+        return fn(*args)
+    except IngestError:
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _blobs_of_frame(c: _Complete) -> list[bytes]:
+    return _blobs_of(c.envelope, c.payload)
 
 
 def _blobs_of(env: FrameEnvelope, payload: bytes) -> list[bytes]:
@@ -397,6 +416,21 @@ class IngestConsumer:
     # --- records --------------------------------------------------------------------------
 
     def _handle(self, record: Any, now: float, completed: list[_Complete]) -> None:
+        """One record; whatever fails in it (other than the service's own stores) is
+        dead-lettered with its reason, and the loop goes on: no record can stop the group."""
+        try:
+            self._handle_record(record, now, completed)
+        except IngestError:
+            raise
+        except Exception as exc:
+            tp: Partition = (record.topic, record.partition)
+            value = record.value if record.value is not None else b""
+            log.exception("ingest: %s[%d]@%d failed unexpectedly", tp[0], tp[1], record.offset)
+            self._dead_letter(record.key, value, "internal_error", exc, tp, record.offset, None)
+            # A frame this chunk belonged to stays held until it completes or is quarantined.
+            self._tracker.consumed(tp, record.offset)
+
+    def _handle_record(self, record: Any, now: float, completed: list[_Complete]) -> None:
         tp: Partition = (record.topic, record.partition)
         offset: int = record.offset
         value: bytes = record.value if record.value is not None else b""
@@ -487,37 +521,47 @@ class IngestConsumer:
     # --- storing --------------------------------------------------------------------------
 
     def _store(self, completed: list[_Complete], stop: threading.Event) -> bool:
-        """Blobs, then one transaction for every completed frame; retried until done or stop."""
+        """Blobs, then one transaction for every completed frame; retried until done or stop.
+
+        Only the service's own failures (:class:`IngestError`: database, blob store) are
+        retried; any other failure is the record's own and dead-letters that frame alone.
+        """
         started = time.perf_counter()
         refs = self._retrying(stop, lambda: self._put_blobs(completed))
         if refs is None:
             self._abandon(completed)
             return False
+        good: list[tuple[_Complete, dict[str, BlobRef]]] = []
+        for c, r in zip(completed, refs, strict=True):
+            if isinstance(r, Exception):
+                self._reject(c, "invalid" if isinstance(r, ValueError) else "internal_error", r)
+            else:
+                good.append((c, r))
+        if not good:
+            return True
         try:
-            results = self._retrying(stop, lambda: self._transaction(completed, refs))
-        except ValueError:
-            if len(completed) == 1:
-                self._reject(completed[0])
-                return True
-            # one frame the queue refuses: find it, store the others
+            results = self._retrying(stop, lambda: self._transaction(good))
+        except Exception:  # a record the queue refuses: find it, store the others
             ok = True
-            for c, r in zip(completed, refs, strict=True):
-                ok = self._store_one(c, r, stop) and ok
+            for item in good:
+                ok = self._store_one(item, stop) and ok
             return ok
         if results is None:
-            self._abandon(completed)
+            self._abandon([c for c, _ in good])
             return False
-        for c, inserted in zip(completed, results, strict=True):
+        for (c, _), inserted in zip(good, results, strict=True):
             self._stored(c, inserted)
         if self.metrics is not None:
             self.metrics.store_seconds.observe(time.perf_counter() - started)
         return True
 
-    def _store_one(self, c: _Complete, refs: dict[str, BlobRef], stop: threading.Event) -> bool:
+    def _store_one(self, item: tuple[_Complete, dict[str, BlobRef]], stop: threading.Event) -> bool:
+        c = item[0]
         try:
-            results = self._retrying(stop, lambda: self._transaction([c], [refs]))
-        except ValueError:
-            self._reject(c)
+            results = self._retrying(stop, lambda: self._transaction([item]))
+        except Exception as exc:
+            reason = "store_rejected" if isinstance(exc, ValueError) else "internal_error"
+            self._reject(c, reason, exc)
             return True
         if results is None:
             self._abandon([c])
@@ -525,26 +569,40 @@ class IngestConsumer:
         self._stored(c, results[0])
         return True
 
-    def _put_blobs(self, completed: list[_Complete]) -> list[dict[str, BlobRef]]:
+    def _put_blobs(self, completed: list[_Complete]) -> list[dict[str, BlobRef] | Exception]:
         """Every blob of the batch, written and fsynced by a small thread pool (the I/O and
-        sha256 release the GIL), then each frame's references."""
-        data = [d for c in completed for d in _blobs_of(c.envelope, c.payload)]
-        if self._pool is None or len(data) == 1:
-            stored = [self.blobs.put(d) for d in data]
-        else:
-            stored = list(self._pool.map(self.blobs.put, data))
-        view = _Prefetched(self.blobs, {id(d): ref for d, ref in zip(data, stored, strict=True)})
-        return [blob_refs_for(c.envelope, c.payload, view) for c in completed]
+        sha256 release the GIL), then each frame's references, or the error of that frame.
 
-    def _transaction(
-        self, completed: list[_Complete], refs: list[dict[str, BlobRef]]
-    ) -> list[bool]:
+        :class:`IngestError` (the store failing) propagates, to be retried for the batch.
+        """
+        per_frame = [_own_error(_blobs_of_frame, c) for c in completed]
+        data = [d for blobs in per_frame if not isinstance(blobs, Exception) for d in blobs]
+        if self._pool is None or len(data) == 1:
+            stored = [_own_error(self.blobs.put, d) for d in data]
+        else:
+            stored = list(self._pool.map(lambda d: _own_error(self.blobs.put, d), data))
+        by_id = dict(zip(map(id, data), stored, strict=True))
+        view = _Prefetched(
+            self.blobs, {k: v for k, v in by_id.items() if not isinstance(v, Exception)}
+        )
+        out: list[dict[str, BlobRef] | Exception] = []
+        for c, blobs in zip(completed, per_frame, strict=True):
+            failed = (
+                blobs
+                if isinstance(blobs, Exception)
+                else next((e for d in blobs if isinstance(e := by_id[id(d)], Exception)), None)
+            )
+            if failed is None:
+                failed_or_refs = _own_error(blob_refs_for, c.envelope, c.payload, view)
+                out.append(failed_or_refs)
+            else:
+                out.append(failed)
+        return out
+
+    def _transaction(self, items: list[tuple[_Complete, dict[str, BlobRef]]]) -> list[bool]:
         queue = self._get_queue()
         with queue.transaction() as tx:
-            return [
-                tx.ingest_frame(FrameRecord.from_envelope(c.envelope), r)
-                for c, r in zip(completed, refs, strict=True)
-            ]
+            return [tx.ingest_frame(FrameRecord.from_envelope(c.envelope), r) for c, r in items]
 
     def _retrying(self, stop: threading.Event, attempt: Callable[[], Any]) -> Any:
         """``attempt()`` until it succeeds (its result) or ``stop`` is set (None).
@@ -590,9 +648,9 @@ class IngestConsumer:
         else:
             self._count_duplicate()
 
-    def _reject(self, c: _Complete) -> None:
-        error = ValueError(f"the label queue refused frame {c.key}")
-        self._dead_letter_frame(c.key, c.frame, c.payload, "store_rejected", error)
+    def _reject(self, c: _Complete, reason: str, exc: BaseException) -> None:
+        error = f"frame {c.key} not stored: {type(exc).__name__}: {exc}"
+        self._dead_letter_frame(c.key, c.frame, c.payload, reason, ValueError(error))
         self._tracker.release(c.key)
         self._completing.discard(c.key)
 

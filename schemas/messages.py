@@ -43,6 +43,7 @@ __all__ = [
     "ModelInfo",
     "ModelUpdate",
     "SelectionRecord",
+    "camera_name",
     "frame_key",
     "parse_frame_key",
     "validate",
@@ -53,8 +54,35 @@ LIDAR_COMPRESSIONS = ("zstd", "lz4", "none")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,127}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
+_NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._:+=@-]+")
 _SEQ_WIDTH = 6
 _MAX_LONG = 2**63 - 1
+
+
+# --- camera names -----------------------------------------------------------------------------
+
+
+def camera_name(source: str) -> str:
+    """A legal camera name for a sensor named ``source`` (a ROS topic, a file stem).
+
+    Camera names become blob and file names at ingest, so they follow the id rule: 1-128 of
+    letters, digits and ``._:+=@-``, starting with a letter or digit, never ``/``. A ROS topic
+    maps one to one onto dots (``/`` cannot otherwise appear in a name):
+
+    >>> camera_name("/camera/front/image_raw/compressed")
+    'camera.front.image_raw.compressed'
+    >>> camera_name("CAM_FRONT")
+    'CAM_FRONT'
+    >>> camera_name("/cam 2/img")
+    'cam_2.img'
+    """
+    name = _NOT_ID_CHARS.sub("_", source.strip("/").replace("/", ".")).lstrip("._:+=@-")
+    if not name:
+        raise ValidationError("camera name", f"{source!r} has no letter or digit to name it by")
+    if len(name) > 128:  # keep it unique: a prefix plus a digest of the whole
+        digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+        name = f"{name[:111]}.{digest}"
+    return name
 
 
 # --- frame keys -------------------------------------------------------------------------------
@@ -307,7 +335,7 @@ def _validate_frame(m: FrameEnvelope) -> None:
     names: set[str] = set()
     for i, cam in enumerate(m.cameras):
         path = f"cameras[{i}]"
-        _check_text(f"{path}.name", cam.name)
+        _check_camera_name(f"{path}.name", cam.name)
         if cam.name in names:
             raise ValidationError(f"{path}.name", f"camera {cam.name!r} appears twice")
         names.add(cam.name)
@@ -414,6 +442,16 @@ def _check_id(name: str, value: object) -> None:
             name,
             f"{value!r} must be 1-128 characters of letters, digits and ._:+=@- "
             "(starting with a letter or digit; no '/')",
+        )
+
+
+def _check_camera_name(name: str, value: object) -> None:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ValidationError(
+            name,
+            f"{value!r} is not a camera name: 1-128 characters of letters, digits and ._:+=@- "
+            "(starting with a letter or digit; no '/'); name a ROS topic with "
+            "schemas.messages.camera_name(topic)",
         )
 
 

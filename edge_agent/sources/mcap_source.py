@@ -6,7 +6,10 @@ file carries; no ROS installation needed). Topics are classified by schema name:
 * ``sensor_msgs/msg/PointCloud2``: LiDAR. ``x, y, z`` and every other scalar field
   (``intensity``, ``ring``, ``time`` ...) become float32 columns, in the message's order.
 * ``sensor_msgs/msg/Image`` (``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8``) and
-  ``sensor_msgs/msg/CompressedImage`` (``jpeg`` / ``png``): cameras, named by topic.
+  ``sensor_msgs/msg/CompressedImage`` (``jpeg`` / ``png``): cameras, named after the topic
+  by :func:`schemas.messages.camera_name` (``/camera/front/image_raw`` ->
+  ``camera.front.image_raw``: a ``/`` is illegal in a camera name); the topic itself stays on
+  the image as ``CameraImage.source``. ``source.cameras`` may list topics or names.
 * ``sensor_msgs/msg/NavSatFix``: the pose (ENU metres relative to the first valid fix,
   interpolated at the frame time, no orientation); fixes with ``status.status < 0``
   (no fix) are ignored.
@@ -44,6 +47,7 @@ from edge_agent.frame import CameraImage, Frame, LidarSweep, SourceError, Source
 from edge_agent.sources.base import BadInputError, SourceBase, SourceOptions, decode_image
 from edge_agent.sources.geo import ecef_to_enu, geodetic_to_ecef
 from edge_agent.sources.sync import PoseTrack, match_nearest, poses_at
+from schemas.messages import camera_name
 
 __all__ = ["McapSource", "pointcloud2_to_array"]
 
@@ -207,9 +211,17 @@ class McapSource(SourceBase):
             sorted(
                 t
                 for t, k in self._index.kinds.items()
-                if k in (IMAGE, COMPRESSED_IMAGE) and self.options.wants_camera(t)
+                if k in (IMAGE, COMPRESSED_IMAGE)
+                and (self.options.wants_camera(t) or self.options.wants_camera(camera_name(t)))
             )
         )
+        self.camera_names = {t: camera_name(t) for t in self.camera_topics}
+        if len(set(self.camera_names.values())) != len(self.camera_names):
+            raise SourceOpenError(
+                str(root),
+                f"camera topics {sorted(self.camera_topics)} map onto the same camera name "
+                f"({self.camera_names}); list the ones to read in source.cameras",
+            )
         if lidar_topic is not None and lidar_topic not in clouds:
             raise SourceOpenError(
                 str(root), f"lidar_topic {lidar_topic!r} is not a PointCloud2 topic ({clouds})"
@@ -380,11 +392,12 @@ class McapSource(SourceBase):
             points, fields = pointcloud2_to_array(msg, path, topic)
             return LidarSweep(stamp, points, fields)
         if kind == IMAGE:
-            return CameraImage(topic, stamp, image_msg_to_array(msg, path, topic))
+            image_array = image_msg_to_array(msg, path, topic)
+            return CameraImage(self.camera_names[topic], stamp, image_array, source=topic)
         fmt = str(msg.format).lower()
         raw = bytes(msg.data)
         image, encoding = decode_image(raw, f"{path} ({fmt})", topic)
-        return CameraImage(topic, stamp, image, raw, encoding)
+        return CameraImage(self.camera_names[topic], stamp, image, raw, encoding, source=topic)
 
     def _emit(
         self,

@@ -28,7 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from deploy.kafka.broker import LocalKafka
-from ingest_service.blobstore import BlobRef, LocalBlobStore, open_blob_store
+from ingest_service.blobstore import BlobRef, BlobStore, LocalBlobStore, open_blob_store
 from ingest_service.config import IngestConfig, load_ingest_config
 from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.errors import DatabaseError
@@ -93,13 +93,19 @@ def _stop_leftover_consumers() -> Iterator[None]:
 class Running:
     """An IngestConsumer on a thread."""
 
-    def __init__(self, cfg: IngestConfig, queue_factory: QueueFactory | None = None) -> None:
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        queue_factory: QueueFactory | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
         _RUNNING.append(self)
         self.registry = CollectorRegistry()
         self.consumer = IngestConsumer(
             cfg,
             queue_factory=queue_factory or queue_opener(cfg),
-            blobs=open_blob_store(cfg),  # the configured backend (fsync off in make_config)
+            # the configured backend (fsync off in make_config)
+            blobs=blobs if blobs is not None else open_blob_store(cfg),
             metrics=IngestMetrics(self.registry),
         )
         assert self.consumer.metrics is not None
@@ -313,6 +319,70 @@ def test_poison_goes_to_the_dead_letter_topic_and_good_frames_around_it_are_inge
     assert "score" in h["fleetal.dlq.error"]
     assert int(h["fleetal.source.offset"]) >= 0
     assert running.metric("fleetal_ingest_dead_lettered_total", reason="invalid") == nan_chunks
+
+
+class _BrokenOn(LocalBlobStore):
+    """The real store, with a bug that hits one blob: what no single record may turn into a
+    dead consumer (the fault is injected; the store, queue and broker are real)."""
+
+    def __init__(self, root: Path, poisoned: bytes) -> None:
+        super().__init__(root, fsync=False)
+        self.poisoned = poisoned
+
+    def put(self, data: bytes) -> BlobRef:
+        if data == self.poisoned:
+            raise RuntimeError("a bug that only this frame's data triggers")
+        return super().put(data)
+
+
+def test_no_single_record_stops_the_group(
+    kafka: LocalKafka, topic: str, database: str, tmp_path: Path
+) -> None:
+    """A ROS-topic camera name ("/" is illegal in a blob name) once killed the consumer thread
+    outside the dead-letter handling, uncommitted, to be read again at every restart."""
+    cfg = make_config(kafka, topic, database, tmp_path / "blobs")
+    kafka.create_topic(cfg.kafka.dlq, partitions=1)
+    slash_env = make_envelope(200, drive="drive-mcap")
+    slash = wire._frame_to_record(slash_env)  # an older agent: no name check on encode
+    slash["cameras"][0]["name"] = "/camera/front/image_raw"
+    slash_payload = wire.encode_record("FrameEnvelope", slash)
+    buggy_env = make_envelope(201, drive="drive-bug")
+    buggy_env = dataclasses.replace(
+        buggy_env, cameras=(dataclasses.replace(buggy_env.cameras[0], data=b"\xff\xd8 odd"),)
+    )
+    good = [make_envelope(seq, drive="drive-after") for seq in range(3)]
+    prod = producer(kafka.bootstrap)
+    try:
+        send(prod, topic, chunks_of(slash_env.key, slash_payload))
+        send(prod, topic, frame_records(buggy_env))
+        send(prod, topic, [r for env in good for r in frame_records(env)])
+    finally:
+        prod.close(timeout=30)
+
+    blobs = _BrokenOn(tmp_path / "blobs", poisoned=b"\xff\xd8 odd")
+    running = Running(cfg, blobs=blobs)
+    try:
+        wait_for("the 3 frames after the bad ones", lambda: task_count(database) >= 3, running)
+        wait_for(
+            "every offset committed",
+            lambda: committed_all(kafka, topic, cfg.kafka.group_id),
+            running,
+        )
+        assert running.thread.is_alive()
+    finally:
+        running.stop()
+    assert task_count(database) == 3
+    slash_chunks = len(chunks_of(slash_env.key, slash_payload))
+    buggy_chunks = len(frame_records(buggy_env))
+    letters = read_dlq(kafka, cfg.kafka.dlq, expected=slash_chunks + buggy_chunks)
+    by_key = {headers(x)["fleetal.frame_key"]: headers(x) for x in letters}
+    assert by_key[slash_env.key]["fleetal.dlq.reason"] == "invalid"
+    assert "cameras[0].name" in by_key[slash_env.key]["fleetal.dlq.error"]
+    assert by_key[buggy_env.key]["fleetal.dlq.reason"] == "internal_error"
+    assert "only this frame" in by_key[buggy_env.key]["fleetal.dlq.error"]
+    assert running.metric("fleetal_ingest_dead_lettered_total", reason="internal_error") == (
+        buggy_chunks
+    )
 
 
 def test_a_frame_missing_a_chunk_is_quarantined_after_the_timeout(

@@ -171,10 +171,13 @@ def test_reads_every_sensor_type(recording: Path) -> None:
         assert f.lidar is not None
         assert f.lidar.fields == ("x", "y", "z", "intensity")
         assert np.array_equal(f.lidar.points, pts)
-        raw = f.camera("/cam2/image_raw")
-        comp = f.camera("/front/compressed")
+        # Named safely by construction (a "/" stopped ingest), the topic kept as the source.
+        assert f.camera_names == ("cam2.image_raw", "front.compressed")
+        raw = f.camera("cam2.image_raw")
+        comp = f.camera("front.compressed")
         assert raw is not None
         assert comp is not None
+        assert (raw.source, comp.source) == ("/cam2/image_raw", "/front/compressed")
         assert np.array_equal(raw.image, rgb)
         assert raw.encoded is None
         assert raw.timestamp_ns - f.timestamp_ns == 8_000_000  # header stamp, not log time
@@ -186,6 +189,27 @@ def test_reads_every_sensor_type(recording: Path) -> None:
     # Interpolated between 5 Hz fixes: 1 m north per 100 ms frame.
     north = [f.pose.position_m[1] for f in frames if f.pose]
     assert north == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.01)
+
+
+def test_mcap_frames_encode_into_valid_envelopes(recording: Path) -> None:
+    """Every MCAP camera used to be named by its topic, which the wire contract refuses."""
+    from edge_agent.encoder import StrategyInfo, encode_frame
+    from schemas.wire import decode_frame
+    from selector.decision import Decision, Reason
+
+    frame = next(f for f in McapSource(recording, SourceOptions()).frames() if isinstance(f, Frame))
+    decision = Decision(selected=True, score=0.9, threshold=0.5, reason=Reason.SELECTED, seq=0)
+    raw = encode_frame(
+        frame, decision, strategy=StrategyInfo("entropy", "0" * 64), models=()
+    )
+    names = [c.name for c in decode_frame(raw).cameras]
+    assert sorted(names) == ["cam2.image_raw", "front.compressed"]
+
+
+def test_cameras_selected_by_name_or_topic(recording: Path) -> None:
+    for wanted in ("front.compressed", "/front/compressed"):
+        src = McapSource(recording, SourceOptions(cameras=(wanted,)))
+        assert src.camera_topics == ("/front/compressed",)
 
 
 def test_tolerance_and_camera_selection(recording: Path) -> None:

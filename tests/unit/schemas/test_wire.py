@@ -346,6 +346,9 @@ def _cam(**kw: Any) -> tuple[CameraPayload, ...]:
         ({"cameras": _cam(width=0)}, "cameras[0].width"),
         ({"cameras": _cam(data=b"")}, "cameras[0].data"),
         ({"cameras": _cam(name=FRAME.cameras[1].name)}, "cameras[1].name"),
+        # a ROS topic as a camera name stopped ingest (blob names cannot hold "/")
+        ({"cameras": _cam(name="/camera/front/image_raw")}, "cameras[0].name"),
+        ({"cameras": _cam(name="front cam")}, "cameras[0].name"),
         ({"cameras": _cam(encoding="raw", width=2, height=2, data=b"x" * 11)}, "cameras[0].data"),
         ({"cameras": (), "lidar": None}, "cameras"),
         ({"cameras": list(FRAME.cameras)}, "cameras"),
