@@ -29,6 +29,7 @@ from ingest_service.config import (
 )
 from ingest_service.errors import IngestError
 from schemas.config import ConfigError, config_help
+from schemas.kafka_net import first_reachable
 
 log = logging.getLogger("ingest_service")
 
@@ -134,7 +135,10 @@ def _run(cfg: IngestConfig, tokens: dict[str, str]) -> int:
 
 
 def _check(cfg: IngestConfig) -> int:
-    """Config valid (already), DB reachable and migrated, blob store writable; broker reported."""
+    """Config valid (already), DB reachable and migrated, blob store writable, brokers reachable.
+
+    Exit 0 when every dependency answers, 1 when any does not (each named on stderr).
+    """
     from ingest_service.queue import LabelQueue, QueueConfig
 
     problems: list[str] = []
@@ -181,7 +185,11 @@ def _check(cfg: IngestConfig) -> int:
                 print(f"ingest-service check: {n} API tokens in {cfg.api.tokens_file}")
             except ConfigError as exc:
                 problems.append(str(exc))
-    print(f"ingest-service check: broker: {_broker_report(cfg)}")
+    reachable, report = _broker_report(cfg)
+    if reachable:
+        print(f"ingest-service check: broker: {report}")
+    else:
+        problems.append(f"broker: {report}")
     for problem in problems:
         print(f"ingest-service check: {problem}", file=sys.stderr)
     if not problems:
@@ -196,9 +204,14 @@ def _redacted(database: str) -> str:
     return redact_dsn(database) if is_postgres_dsn(database) else database
 
 
-def _broker_report(cfg: IngestConfig) -> str:
-    """Whether the brokers answer and know the topic (reported; not a failure of the probe)."""
+def _broker_report(cfg: IngestConfig) -> tuple[bool, str]:
+    """Whether the brokers answer (a failure of the probe when not) and know the topic (only
+    reported: the topic may be created by the first producer)."""
     k = cfg.kafka
+    reachable, why = first_reachable(k.bootstrap_servers)
+    if reachable is None:  # no client built: kafka-python leaks one that fails to bootstrap
+        where = ", ".join(k.bootstrap_servers)
+        return False, f"unreachable at {where}: {why}; is Kafka up? check kafka.bootstrap_servers"
     try:
         from kafka import KafkaConsumer
 
@@ -210,14 +223,15 @@ def _broker_report(cfg: IngestConfig) -> str:
             **k.security.kafka_kwargs(),
         )
     except Exception as exc:
-        return f"unreachable at {', '.join(k.bootstrap_servers)}: {exc}"
+        where = ", ".join(k.bootstrap_servers)
+        return False, f"unreachable at {where}: {exc}; is Kafka up? check kafka.bootstrap_servers"
     try:
         parts = consumer.partitions_for_topic(k.topic)
         if not parts:
-            return f"reachable, but topic {k.topic!r} does not exist (yet)"
-        return f"reachable; topic {k.topic!r} has {len(parts)} partitions"
+            return True, f"reachable, but topic {k.topic!r} does not exist (yet)"
+        return True, f"reachable; topic {k.topic!r} has {len(parts)} partitions"
     except Exception as exc:
-        return f"reachable, but metadata failed: {exc}"
+        return False, f"reachable, but metadata failed: {exc}"
     finally:
         consumer.close()
 

@@ -57,6 +57,7 @@ from schemas.errors import (
     UnsupportedVersionError,
     ValidationError,
 )
+from schemas.kafka_net import first_reachable
 from schemas.messages import FrameEnvelope
 from schemas.wire import decode_frame
 
@@ -68,6 +69,9 @@ __all__ = [
     "dead_letter_headers",
 ]
 
+_BOOTSTRAP_TIMEOUT_MS: Final = 10_000
+"""How long one attempt to reach the brokers waits (then :meth:`IngestConsumer.connect`
+backs off and tries again)."""
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -257,6 +261,7 @@ class IngestConsumer:
         self._lag_lock = threading.Lock()
         self._lag_at = -math.inf
         self._store_failing: str | None = None
+        self._kafka_error: str | None = "not connected to Kafka yet"
         self._last_poll = -math.inf
         self._running = False
         workers = config.consumer.blob_workers
@@ -265,8 +270,12 @@ class IngestConsumer:
     # --- public ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; then finish the current write, commit and close."""
-        self._connect()
+        """Consume until ``stop`` is set; then finish the current write, commit and close.
+
+        Brokers that are not up yet are waited for (:meth:`connect`), however long it takes.
+        """
+        if not self.connect(stop):
+            return
         self._running = True
         try:
             while not stop.is_set():
@@ -299,8 +308,44 @@ class IngestConsumer:
         with self._lag_lock:
             return dict(self._lag)
 
+    def connect(self, stop: threading.Event) -> bool:
+        """Reach the brokers and subscribe, retrying with backoff until done (True) or
+        ``stop`` is set (False). ``/healthz`` says not ready meanwhile, naming the address."""
+        delay = self.config.consumer.retry_initial_s
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            servers = self.config.kafka.bootstrap_servers
+            # kafka-python leaks a thread and sockets per client that fails to bootstrap:
+            # build the clients only once a broker accepts connections (schemas.kafka_net).
+            reachable, why = first_reachable(servers)
+            try:
+                if reachable is None:
+                    raise ConnectionError(why)
+                self._connect()
+            except Exception as exc:  # refused, NoBrokersAvailable, KafkaTimeoutError, auth ...
+                self.close_clients()
+                self._kafka_error = (
+                    f"Kafka unreachable at {', '.join(servers)} (attempt {attempt}, retrying in "
+                    f"{delay:.1f} s): {type(exc).__name__}: {exc}"
+                )
+                if self.metrics is not None:
+                    self.metrics.kafka_connected.set(0)
+                    self.metrics.kafka_connect_failures.inc()
+                log.warning("ingest: %s; check kafka.bootstrap_servers", self._kafka_error)
+                stop.wait(delay)
+                delay = min(delay * 2, self.config.consumer.retry_max_s)
+                continue
+            self._kafka_error = None
+            if self.metrics is not None:
+                self.metrics.kafka_connected.set(1)
+            return True
+        return False
+
     def health(self) -> tuple[bool, str]:
-        """For ``/healthz``: polling recently, and the label queue writable."""
+        """For ``/healthz``: the brokers reached, polling recently, the label queue writable."""
+        if self._kafka_error is not None:
+            return False, self._kafka_error
         if not self._running:
             return False, "consumer not running"
         idle = self.clock() - self._last_poll
@@ -317,6 +362,14 @@ class IngestConsumer:
 
     def close(self) -> None:
         """Close the Kafka clients and the queue (without committing)."""
+        self.close_clients()
+        self._close_queue()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def close_clients(self) -> None:
+        """Close the Kafka consumer and the dead-letter producer (without committing)."""
         if self._producer is not None:
             try:
                 self._producer.close(timeout=10)
@@ -329,10 +382,6 @@ class IngestConsumer:
             except Exception:
                 log.warning("ingest: closing the consumer failed", exc_info=True)
             self._consumer = None
-        self._close_queue()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
     # --- Kafka ----------------------------------------------------------------------------
 
@@ -353,6 +402,7 @@ class IngestConsumer:
             max_poll_records=k.max_poll_records,
             max_partition_fetch_bytes=k.max_partition_fetch_bytes,
             request_timeout_ms=k.request_timeout_ms,
+            bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
             **security,
         )
         self._consumer.subscribe([k.topic], listener=_listener(self))
@@ -364,6 +414,7 @@ class IngestConsumer:
             max_in_flight_requests_per_connection=5,
             linger_ms=5,
             max_request_size=_DLQ_MAX_REQUEST,
+            bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
             **security,
         )
         log.info("ingest: consuming %s as group %s, dead letters to %s", k.topic, k.group_id, k.dlq)

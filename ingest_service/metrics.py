@@ -151,6 +151,16 @@ class IngestMetrics:
             "Partitions of the frames topic assigned to this consumer",
             registry=registry,
         )
+        self.kafka_connected = Gauge(
+            "fleetal_ingest_kafka_connected",
+            "1 once the consumer reached the brokers and subscribed; 0 while it is (re)trying",
+            registry=registry,
+        )
+        self.kafka_connect_failures = Counter(
+            "fleetal_ingest_kafka_connect_failures_total",
+            "Attempts to reach the brokers at start that failed (retried with backoff)",
+            registry=registry,
+        )
         self.labels_submitted = Counter(
             "fleetal_ingest_labels_submitted_total",
             "Labels submitted through the labeling API",

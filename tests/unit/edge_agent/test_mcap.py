@@ -199,9 +199,7 @@ def test_mcap_frames_encode_into_valid_envelopes(recording: Path) -> None:
 
     frame = next(f for f in McapSource(recording, SourceOptions()).frames() if isinstance(f, Frame))
     decision = Decision(selected=True, score=0.9, threshold=0.5, reason=Reason.SELECTED, seq=0)
-    raw = encode_frame(
-        frame, decision, strategy=StrategyInfo("entropy", "0" * 64), models=()
-    )
+    raw = encode_frame(frame, decision, strategy=StrategyInfo("entropy", "0" * 64), models=())
     names = [c.name for c in decode_frame(raw).cameras]
     assert sorted(names) == ["cam2.image_raw", "front.compressed"]
 
