@@ -10,7 +10,9 @@ an unknown key or a bad value stops the program with a message that names it.
   ``"123456"``); ``int`` (``1_000``), ``float`` and ``bool`` (``true/false``, ``1/0``,
   ``yes/no``, ``on/off``) are parsed strictly; a list is a TOML array (``["a", "b"]``) or
   comma-separated (``a,b``; empty: no items); an empty value, or ``none`` for a key that is not
-  a string, unsets an optional key. A value that does not fit names the variable and the key.
+  a string, unsets an optional key. A value that does not fit names the variable and the key;
+  a ``FLEETAL_`` variable that is no key is an error too (a typo), except the tools' own
+  (:data:`NOT_CONFIGURATION`).
 * Field types understood: ``bool``, ``int``, ``float`` (ints accepted; NaN and infinity
   refused, in files too), ``str``, ``Path``, ``Literal[...]``, ``tuple[X, ...]``, ``X | None``
   and nested dataclasses.
@@ -44,6 +46,10 @@ from typing import Any, Literal, NamedTuple, TypeVar, get_args, get_origin
 
 ENV_PREFIX = "FLEETAL_"
 
+NOT_CONFIGURATION = frozenset({"FLEETAL_KAFKA_CACHE", "FLEETAL_PG_BIN"})
+"""``FLEETAL_`` variables of the tools (the test broker's jar cache, deploy/kafka/broker.py; the
+PostgreSQL binaries, deploy/postgres/pg_local.py): not configuration keys, ignored here."""
+
 T = TypeVar("T")
 
 
@@ -66,17 +72,22 @@ def env_overrides(cls: type[Any], env: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``FLEETAL_A__B=v`` variables into a nested mapping ``{"a": {"b": v}}``.
 
     Each value is parsed by the type of the key it sets (see the module docstring). Variables
-    that match no key of ``cls`` are an error, so a typo cannot go unnoticed.
+    that match no key of ``cls`` are an error, so a typo cannot go unnoticed; only the tools'
+    own variables (:data:`NOT_CONFIGURATION`) are passed over.
     """
     known = {leaf.env: leaf for leaf in _leaves(cls)}
     out: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIGURATION:
             continue
         leaf = known.get(name)
         if leaf is None:
+            meant = sorted(v for v in known if v.replace("__", "_") == name.replace("__", "_"))
             close = sorted(v for v in known if v.split("__")[0] == name.split("__")[0])
-            hint = f"; variables of that table: {', '.join(close)}" if close else ""
+            if meant:
+                hint = f"; did you mean {' or '.join(meant)}? (tables and keys are joined by __)"
+            else:
+                hint = f"; variables of that table: {', '.join(close)}" if close else ""
             raise ConfigError(f"environment variable {name} matches no configuration key{hint}")
         key = ".".join(leaf.keys)
         try:

@@ -75,3 +75,14 @@ def test_every_float_key_refuses_nan_and_infinity_naming_it(raw: str) -> None:
             data = {key: data}
         with pytest.raises(ConfigError, match=re.escape(".".join(keys))):
             load_agent_config(data=data)
+
+
+def test_the_cli_loads_its_config_with_the_test_tools_variables_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from edge_agent import cli
+
+    monkeypatch.setenv("FLEETAL_KAFKA_CACHE", str(tmp_path / "kafka-cache"))
+    monkeypatch.setenv("FLEETAL_PG_BIN", "/usr/lib/postgresql/16/bin")
+    monkeypatch.setenv("FLEETAL_AGENT__VEHICLE_ID", "0042")
+    assert cli._load(None).agent.vehicle_id == "0042"

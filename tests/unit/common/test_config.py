@@ -212,3 +212,17 @@ def test_a_fixed_length_list_takes_its_item_types_and_length() -> None:
         load_config(Fixed, {"weights": [0.5, 0.5, float("nan")]})
     with pytest.raises(ConfigError, match=r"'weights\[1\]' must be a number"):
         load_config(Fixed, {"weights": [0.5, "x", 0.5]})
+
+
+def test_the_tools_own_fleetal_variables_are_not_configuration() -> None:
+    from deploy.kafka.broker import CACHE_ENV
+    from deploy.postgres.pg_local import BIN_ENV
+
+    env = {CACHE_ENV: "/srv/cache/kafka", BIN_ENV: "/usr/lib/postgresql/16/bin"}
+    assert load_config(Typed, env=env) == Typed()
+
+
+def test_a_single_underscore_typo_is_refused_with_the_variable_meant() -> None:
+    meant = r"FLEETAL_KAFKA_TOPIC .*did you mean FLEETAL_KAFKA__TOPIC"
+    with pytest.raises(ConfigError, match=meant):
+        load_config(Cfg, {"vehicle_id": "v"}, env={"FLEETAL_KAFKA_TOPIC": "x"})

@@ -284,3 +284,18 @@ def test_every_float_key_refuses_nan_and_infinity_naming_it(raw: str) -> None:
             data = {key: data}
         with pytest.raises(ConfigError, match=re.escape(".".join(keys))):
             load_ingest_config(data=data)
+
+
+def test_the_cli_loads_its_config_with_the_test_tools_variables_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ingest_service import cli
+
+    monkeypatch.setenv("FLEETAL_PG_BIN", "/usr/lib/postgresql/16/bin")
+    monkeypatch.setenv("FLEETAL_KAFKA_CACHE", str(tmp_path / "kafka-cache"))
+    monkeypatch.setenv("FLEETAL_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    config = tmp_path / "ingest.toml"
+    config.write_text("[api]\nenabled = false\n")
+    cfg = cli._load(config)
+    assert cfg.kafka.bootstrap_servers == ("k1:9092", "k2:9092")
+    assert cfg.api.enabled is False
