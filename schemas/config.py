@@ -171,7 +171,9 @@ def _toml_or_string(raw: str) -> Any:
 
 def _show(value: Any, secret: bool) -> str:
     """``value`` for an error message: its repr, or a placeholder for a secret."""
-    return f"a {type(value).__name__} (not shown: a secret)" if secret else repr(value)
+    if secret:
+        return f"a value of type {type(value).__name__} (not shown: a secret)"
+    return repr(value)
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
