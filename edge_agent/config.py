@@ -1,7 +1,7 @@
 """The edge agent's one configuration file: TOML tables into frozen dataclasses.
 
 Every table is optional and has working defaults, so ``edge-agent replay DRIVE`` needs no file.
-Environment variables ``FLEETAL_<TABLE>__<KEY>`` override any key (``edge-agent --help-config``
+Environment variables ``FLEETAL_<TABLE>__<KEY>`` override any key (``edge-agent config-help``
 lists them all). The file is validated once at start: an unknown key or a bad value stops the
 program with a message that names it (see :mod:`schemas.config`). An example with every table is
 ``deploy/edge-agent.example.toml``.

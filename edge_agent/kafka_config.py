@@ -2,8 +2,8 @@
 
 Production clusters are reached with TLS and SASL (DESIGN decision 1); the local test broker
 speaks PLAINTEXT. :class:`KafkaSecurity` is a frozen, validated configuration table
-(``[sink.security]`` in the agent's TOML); secrets come from the environment through the config
-loader (``FLEETAL_SINK__SECURITY__SASL_PLAIN_PASSWORD``) and never appear in ``repr``.
+(``[kafka.security]`` in the agent's TOML); secrets come from the environment through the config
+loader (``FLEETAL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD``) and never appear in ``repr``.
 
 >>> KafkaSecurity().kafka_kwargs()
 {'security_protocol': 'PLAINTEXT'}

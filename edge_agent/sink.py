@@ -122,7 +122,7 @@ class SinkObserver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
-    """The ``[sink]`` table: where to send, how big, how patiently."""
+    """The ``[kafka]`` table of the agent: where to send, how big, how patiently."""
 
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     topic: str = "fleet.frames"

@@ -62,7 +62,7 @@ class KafkaSection:
     client_id: str = "ingest-service"
     """Client id reported to the brokers (with the host name in their logs)."""
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    """TLS and SASL settings (``[kafka.security]``), as edge-agent's ``[sink.security]``."""
+    """TLS and SASL settings (``[kafka.security]``), the same keys as edge-agent's."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a new group starts: ``earliest`` ingests what is retained on the topic."""
     session_timeout_ms: int = 10_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -243,3 +244,58 @@ def test_the_standard_aws_variables_fill_only_what_the_file_leaves_empty() -> No
     assert (s3.region, s3.endpoint_url) == ("us-west-2", "http://minio:9000")
     with pytest.raises(ConfigError, match="AWS_"):
         apply_aws_environment(bare, {"AWS_ENDPOINT_URL": "ceph:7480"})
+
+
+def test_a_numeric_password_from_the_environment_is_a_string() -> None:
+    cfg = load_ingest_config(
+        data={
+            "kafka": {
+                "security": {
+                    "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "PLAIN",
+                    "sasl_plain_username": "ingest",
+                }
+            }
+        },
+        env={
+            "FLEETAL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "123456",
+            "FLEETAL_KAFKA__GROUP_ID": "2024",
+        },
+    )
+    assert cfg.kafka.security.kafka_kwargs()["sasl_plain_password"] == "123456"
+    assert cfg.kafka.group_id == "2024"
+
+
+def test_a_password_of_the_wrong_type_in_the_file_is_not_echoed() -> None:
+    with pytest.raises(ConfigError, match="sasl_plain_password") as info:
+        load_ingest_config(data={"kafka": {"security": {"sasl_plain_password": 123456}}})
+    assert "123456" not in str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf"])
+def test_every_float_key_refuses_nan_and_infinity_naming_it(raw: str) -> None:
+    floats = [(env, keys) for env, keys, tp, _ in describe(IngestConfig) if "float" in tp]
+    assert len(floats) > 8
+    for env, keys in floats:
+        with pytest.raises(ConfigError, match=rf"{env}: '{re.escape('.'.join(keys))}"):
+            load_ingest_config(env={env: raw})
+        data: dict[str, object] = {keys[-1]: float(raw)}
+        for key in reversed(keys[:-1]):
+            data = {key: data}
+        with pytest.raises(ConfigError, match=re.escape(".".join(keys))):
+            load_ingest_config(data=data)
+
+
+def test_the_cli_loads_its_config_with_the_test_tools_variables_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ingest_service import cli
+
+    monkeypatch.setenv("FLEETAL_PG_BIN", "/usr/lib/postgresql/16/bin")
+    monkeypatch.setenv("FLEETAL_KAFKA_CACHE", str(tmp_path / "kafka-cache"))
+    monkeypatch.setenv("FLEETAL_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    config = tmp_path / "ingest.toml"
+    config.write_text("[api]\nenabled = false\n")
+    cfg = cli._load(config)
+    assert cfg.kafka.bootstrap_servers == ("k1:9092", "k2:9092")
+    assert cfg.api.enabled is False
