@@ -19,18 +19,29 @@ parent is still the one that forked us, and exiting at once otherwise.
 
 Outside Linux (no ``prctl``) :func:`die_with_parent` does nothing; the ``atexit`` hooks of the
 service wrappers remain the only line of defence there.
+
+A killed owner also leaves its services' temporary directories (Kafka logs, a PostgreSQL
+cluster). :func:`owned_tempdir` records who made each one; the next service started on the
+machine removes those whose owner is gone (:func:`sweep_orphans`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-__all__ = ["PR_SET_PDEATHSIG", "die_with_parent"]
+__all__ = ["OWNER_FILE", "PR_SET_PDEATHSIG", "die_with_parent", "owned_tempdir", "sweep_orphans"]
+
+OWNER_FILE = ".fleetal-owner"
+"""In a service's temporary directory: ``<pid> <start time>`` of the process that made it."""
 
 PR_SET_PDEATHSIG = 1
 
@@ -51,3 +62,43 @@ def die_with_parent() -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+
+
+def _identity(pid: int) -> str | None:
+    """``"<pid> <start time in clock ticks>"``: a pid alone may have been reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None if sys.platform.startswith("linux") else f"{pid} ?"
+    fields = stat.rsplit(") ", 1)[1].split()
+    if fields[0] == "Z":  # a zombie is gone for our purpose
+        return None
+    return f"{pid} {fields[19]}"  # field 22 of stat(5); fields[0] is field 3
+
+
+def owned_tempdir(prefix: str, base: str | os.PathLike[str] | None = None) -> Path:
+    """A fresh ``mkdtemp`` directory marked with this process as its owner, after removing
+    the directories of ``prefix`` that owners killed outright left behind."""
+    sweep_orphans(prefix, base)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    (path / OWNER_FILE).write_text(_identity(os.getpid()) or f"{os.getpid()} ?")
+    return path
+
+
+def sweep_orphans(prefix: str, base: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the ``prefix*`` directories under ``base`` (default: the temp dir) whose owner
+    process is gone; the removed paths. Directories without an owner file are left alone."""
+    removed: list[Path] = []
+    root = Path(base) if base is not None else Path(tempfile.gettempdir())
+    for path in root.glob(f"{prefix}*"):
+        try:
+            owner = (path / OWNER_FILE).read_text().strip()
+            pid = int(owner.split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if _identity(pid) == owner:
+            continue  # its owner still runs
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed

@@ -48,7 +48,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
-from deploy.lifetime import die_with_parent
+from deploy.lifetime import die_with_parent, owned_tempdir
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +520,7 @@ class LocalKafka:
         self._java_exe = check_java(self.java)
         if self.class_data_sharing:
             self._cds_archive = _cds_archive_path(libs, self._java_exe)
-        workdir = Path(tempfile.mkdtemp(prefix="fleetal-kafka-"))
+        workdir = owned_tempdir("fleetal-kafka-")
         try:
             (workdir / "logs").mkdir()
             ports = _free_ports(2)

@@ -42,7 +42,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -53,7 +52,7 @@ from typing import Self
 
 import psycopg
 
-from deploy.lifetime import die_with_parent
+from deploy.lifetime import die_with_parent, owned_tempdir
 
 __all__ = ["LocalPostgres", "PostgresError", "PostgresNotInstalledError", "find_bindir"]
 
@@ -235,7 +234,7 @@ class LocalPostgres:
             base = self._base_dir
             if base is None and not self.durable:
                 base = _default_base_dir()
-            self._tmp = Path(tempfile.mkdtemp(prefix="fleetal-pg-", dir=base))
+            self._tmp = owned_tempdir("fleetal-pg-", base)
             atexit.register(self.stop)
             try:
                 self._initdb(bindir, run_as, deadline)

@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from deploy.lifetime import die_with_parent
+from deploy.lifetime import die_with_parent, owned_tempdir
 
 RULES = Path(__file__).with_name("alerts.yml")
 
@@ -60,7 +59,7 @@ class LocalPrometheus:
             raise PrometheusNotAvailableError(
                 "prometheus is not installed: run `apt-get install prometheus` (make does)"
             )
-        self._dir = Path(tempfile.mkdtemp(prefix="fleetal-prom-"))
+        self._dir = owned_tempdir("fleetal-prom-")
         shutil.copy(RULES, self._dir / "alerts.yml")
         targets = json.dumps(self.targets)
         (self._dir / "prometheus.yml").write_text(

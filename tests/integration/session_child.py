@@ -27,8 +27,9 @@ def test_hold_services(kafka: LocalKafka, postgres: str) -> None:
     postmaster = int(next(ln for ln in status.splitlines() if ln.startswith("PPid:")).split()[1])
     prometheus = LocalPrometheus([kafka.bootstrap]).start()
     pids = {"kafka": kafka.pid, "postgres": postmaster, "prometheus": prometheus.pid}
+    dirs = {"kafka": str(kafka.workdir), "prometheus": str(prometheus._dir)}
     out = Path(os.environ["FLEETAL_SESSION_CHILD_OUT"])
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(pids))
+    tmp.write_text(json.dumps({"pids": pids, "dirs": dirs}))
     tmp.rename(out)
     time.sleep(240)  # the parent test SIGKILLs this session long before

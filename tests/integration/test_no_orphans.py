@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.kafka.broker import LocalKafka
+from deploy.lifetime import sweep_orphans
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,7 +30,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_killed_test_session_leaves_no_service_running(tmp_path: Path) -> None:
+def test_a_killed_test_session_leaves_no_service_running(kafka: LocalKafka, tmp_path: Path) -> None:
     out = tmp_path / "pids.json"
     env = {**os.environ, "FLEETAL_SESSION_CHILD_OUT": str(out)}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
@@ -40,7 +43,9 @@ def test_a_killed_test_session_leaves_no_service_running(tmp_path: Path) -> None
             assert session.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the child session never started its services"
             time.sleep(0.2)
-        pids: dict[str, int] = json.loads(out.read_text())
+        started = json.loads(out.read_text())
+        pids: dict[str, int] = started["pids"]
+        dirs: dict[str, str] = started["dirs"]
         assert all(_alive(pid) for pid in pids.values()), pids
     finally:
         session.send_signal(signal.SIGKILL)
@@ -53,3 +58,11 @@ def test_a_killed_test_session_leaves_no_service_running(tmp_path: Path) -> None
     for pid in left.values():  # do not leave them to the next test either
         os.kill(pid, signal.SIGKILL)
     assert not left, f"still running after the session was SIGKILLed: {left}"
+
+    # Their temporary directories stay behind a SIGKILL; the next service started sweeps them,
+    # and only them (this session's own broker directory has a live owner).
+    assert all(Path(d).is_dir() for d in dirs.values())
+    swept = sweep_orphans("fleetal-kafka-") + sweep_orphans("fleetal-prom-")
+    assert {str(p) for p in swept} >= set(dirs.values())
+    assert kafka.workdir is not None
+    assert kafka.workdir.is_dir()

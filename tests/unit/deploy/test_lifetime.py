@@ -69,3 +69,23 @@ def test_an_untied_child_outlives_its_killed_parent() -> None:
         assert not _wait_gone(pid, 1.0)
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_sweep_removes_only_directories_whose_owner_is_gone(tmp_path: Path) -> None:
+    from deploy.lifetime import OWNER_FILE, owned_tempdir, sweep_orphans
+
+    mine = owned_tempdir("svc-", tmp_path)
+    with subprocess.Popen(["true"]) as gone:
+        gone.wait(timeout=30)
+    orphan = tmp_path / "svc-orphan"
+    orphan.mkdir()
+    (orphan / OWNER_FILE).write_text(f"{gone.pid} 1")
+    reused = tmp_path / "svc-reused"  # our pid, another start time: a reused pid
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(f"{os.getpid()} 1")
+    legacy = tmp_path / "svc-legacy"  # no owner file: not ours to judge
+    legacy.mkdir()
+
+    assert sorted(sweep_orphans("svc-", tmp_path)) == sorted([orphan, reused])
+    assert mine.is_dir()
+    assert legacy.is_dir()
