@@ -19,6 +19,7 @@ import functools
 import io
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from numpy.typing import NDArray
@@ -723,9 +725,29 @@ def _lease_message(exc: LeaseLost) -> str:
     return f"{exc}; claim again ({claim})"
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as the string Python spells it ("nan", "inf").
+
+    A refused ``NaN`` / ``Infinity`` / ``1e999`` is echoed in the 422's ``input``; JSON cannot
+    hold it, and writing it raised inside the error handler (a 500 instead of the 422).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def error(code: int, message: str) -> JSONResponse:
         return JSONResponse({"detail": message}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = _json_safe(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(TaskNotFound)
     async def _not_found(request: Request, exc: TaskNotFound) -> JSONResponse:

@@ -511,3 +511,32 @@ def test_lapsed_lease_is_409_saying_so(
             assert again["task_id"] == tid
             assert again["attempts"] == 2
             assert client.post(f"/v1/tasks/{tid}/labels", json={}).status_code == 200
+
+
+def test_non_finite_numbers_are_422_naming_the_field(env: Env) -> None:
+    # JSON has no NaN or Infinity, but Python's parser (and so FastAPI's) reads them, and
+    # 1e999 overflows to inf. Once refused, the 422 must still be writable as JSON.
+    env.ingest(1, 0.5)
+    tid = env.claim()["task_id"]
+    box2d = '{"camera": "CAM_FRONT", "class_name": "car", "x1": 1, "y1": 2, "x2": %s, "y2": 9}'
+    box3d = '{"class_name": "car", "center_xyz": [%s, 0, 0], "size_lwh": [4, %s, 1], "yaw_rad": %s}'
+    v = "{v}"
+    cases = {
+        f'{{"boxes_2d": [{box2d % v}]}}': ["body", "boxes_2d", 0, "x2"],
+        f'{{"boxes_3d": [{box3d % (v, 2, 0)}]}}': ["body", "boxes_3d", 0, "center_xyz", 0],
+        f'{{"boxes_3d": [{box3d % (1, v, 0)}]}}': ["body", "boxes_3d", 0, "size_lwh", 1],
+        f'{{"boxes_3d": [{box3d % (1, 2, v)}]}}': ["body", "boxes_3d", 0, "yaw_rad"],
+    }
+    for value in ("NaN", "Infinity", "-Infinity", "1e999"):
+        for template, loc in cases.items():
+            body = template.replace("{v}", value)
+            resp = env.client.post(
+                f"/v1/tasks/{tid}/labels",
+                content=body,
+                headers={**ALICE, "Content-Type": "application/json"},
+            )
+            assert resp.status_code == 422, (body, resp.text)
+            errors = resp.json()["detail"]
+            assert [e["loc"] for e in errors] == [loc], body
+            assert "finite" in errors[0]["msg"]
+    assert env.client.get(f"/v1/tasks/{tid}", headers=ALICE).json()["state"] == "leased"
