@@ -705,20 +705,31 @@ def _page_headers(frames: Sequence[LabeledFrame]) -> dict[str, str]:
 def _lease_message(exc: LeaseLost) -> str:
     """What a labeler should read when the queue says they hold no live lease.
 
-    ``LeaseLost`` carries the task id and labeler; why is in its message (queue wording:
-    "it is leased to 'x'", "the lease ran out N s ago", "the task is <state>").
+    ``LeaseLost`` carries the task id, labeler and why (queue wording: "it is leased to 'x'",
+    "the lease ran out N s ago", "the task is not leased (...)", "the task is <state>").
     """
-    why = str(exc).partition("holds no live lease: ")[2]
+    why = exc.detail
     tid, claim = exc.task_id, f"POST {API_PREFIX}/tasks/claim"
+    if why.startswith("the task is not leased"):
+        return (
+            f"task {tid} is not leased: nobody holds a lease on it; claim a task first "
+            f"({claim}) and label the task it gives you"
+        )
     if why.startswith("it is leased to"):
         owner = why.removeprefix("it ")
         return f"task {tid} {owner}, not to you ({exc.labeler}); claim again ({claim})"
     if why.startswith("the lease ran out"):
         return f"your lease on task {tid} expired ({why}); claim again ({claim})"
-    if why in ("the task is new", "the task is expired"):
+    if why == "the task is new":
         return (
             f"your lease on task {tid} expired and the task went back to the queue "
             f"({why}); claim again ({claim})"
+        )
+    if why == "the task is expired":
+        return (
+            f"the lease on task {tid} expired and the task has used all its leases ({why}): "
+            "it is out of the queue until an admin requeues it (ingest-service "
+            f"requeue-expired); claim another task ({claim})"
         )
     if why in ("the task is labeled", "the task is skipped"):
         return f"task {tid} is already {why.rsplit(' ', 1)[1]}; claim another task ({claim})"

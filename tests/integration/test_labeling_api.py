@@ -540,3 +540,15 @@ def test_non_finite_numbers_are_422_naming_the_field(env: Env) -> None:
             assert [e["loc"] for e in errors] == [loc], body
             assert "finite" in errors[0]["msg"]
     assert env.client.get(f"/v1/tasks/{tid}", headers=ALICE).json()["state"] == "leased"
+
+
+def test_submitting_to_a_task_never_leased_says_it_is_not_leased(env: Env) -> None:
+    env.ingest(1, 0.5)
+    (tid,) = env.queue.db.execute("SELECT id FROM tasks").rows[0]
+    for path, body in [("labels", {}), ("skip", {"reason": "x"})]:
+        resp = env.client.post(f"/v1/tasks/{tid}/{path}", json=body, headers=ALICE)
+        assert resp.status_code == 409
+        detail = resp.json()["detail"]
+        assert detail.startswith(f"task {tid} is not leased"), detail
+        assert "expired" not in detail
+        assert "POST /v1/tasks/claim" in detail
