@@ -436,9 +436,9 @@ def test_import_labelstudio_and_cvat_onto_leased_tasks(env: Env) -> None:
 
 
 def test_oversized_import_is_413(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ingest_service.api.app as api_app
+    import ingest_service.api.routes.imports as api_imports
 
-    monkeypatch.setattr(api_app, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(api_imports, "MAX_UPLOAD_BYTES", 1000)
     resp = env.client.post(
         "/v1/import/labelstudio", content=b"[" + b" " * 2000 + b"]", headers=ALICE
     )
