@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 
 from ingest_service.api.auth import BearerTokens
 from ingest_service.api.backend import API_PREFIX, Backend
@@ -26,9 +27,12 @@ from ingest_service.api.routes import exports, imports, sensor_data, tasks
 from ingest_service.blobstore import BlobStore
 from ingest_service.queue import LabelQueue
 
-__all__ = ["API_PREFIX", "MetricsHook", "create_app"]
+__all__ = ["API_PREFIX", "DOCS_ASSETS", "MetricsHook", "create_app"]
 
 log = logging.getLogger(__name__)
+
+DOCS_ASSETS = "/docs/assets"
+"""Where the Swagger UI and ReDoc files are served from (no CDN)."""
 
 MetricsHook = Callable[[str, int, float], None]
 """Called after every request with (route template, HTTP status, seconds)."""
@@ -54,11 +58,14 @@ def create_app(
         raise ValueError("the labeling API needs at least one token")
     if not lease_s > 0:
         raise ValueError(f"lease_s must be > 0, got {lease_s}")
-    app = FastAPI(
+    # /docs (Swagger UI 5) and /redoc load their JS and CSS from this package's own static
+    # files (fastapi-offline), not from a CDN: both work on a machine without internet.
+    app = FastAPIOffline(
         title="Fleet Active Learning labeling API",
         version="1.0",
         description="Claim label tasks by priority, fetch their sensor data, submit labels; "
         "export and import COCO, KITTI, CVAT and Label Studio. See docs/labeling-api.md.",
+        static_url=DOCS_ASSETS,
     )
     install_state(app, ApiState(Backend(queue, blobs, lease_s), BearerTokens(tokens), public_url))
     for module in (tasks, sensor_data, exports, imports):
