@@ -170,6 +170,18 @@ class Backend:
         items = self.queue.export_labeled(after_task_id=after_task_id, batch=n)
         return list(itertools.islice(items, n))
 
+    def labeled_page(self, after_task_id: int, limit: int) -> list[int]:
+        """The ids of the labeled tasks an export page of ``limit`` after ``after_task_id`` has."""
+        rows = self.locked(
+            lambda: (
+                self.queue.db.execute(
+                    "SELECT id FROM tasks WHERE state = 'labeled' AND id > ? ORDER BY id LIMIT ?",
+                    (after_task_id, limit),
+                ).rows
+            )
+        )
+        return [int(r[0]) for r in rows]
+
     def labeled_frames(
         self, base: str, after_task_id: int, limit: int | None
     ) -> Iterator[tuple[LabeledFrame, BlobRefs]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from PIL import Image
 
 from ingest_service.api import ApiServer, create_app
 from ingest_service.blobrefs import BlobRefs
-from ingest_service.blobstore import LocalBlobStore
+from ingest_service.blobstore import BlobRef, LocalBlobStore
 from ingest_service.queue import FrameRecord, LabelQueue, QueueConfig
 from schemas.messages import (
     CameraPayload,
@@ -552,3 +553,62 @@ def test_submitting_to_a_task_never_leased_says_it_is_not_leased(env: Env) -> No
         assert detail.startswith(f"task {tid} is not leased"), detail
         assert "expired" not in detail
         assert "POST /v1/tasks/claim" in detail
+
+
+class _GatedBlobStore(LocalBlobStore):
+    """The real local store, holding back the ``nth`` read of one blob until ``gate`` opens."""
+
+    def __init__(self, root: Path, sha256: str, nth: int) -> None:
+        super().__init__(root, fsync=False)
+        self.sha256, self.nth, self.reads = sha256, nth, 0
+        self.gate, self.waiting = threading.Event(), threading.Event()
+
+    def get(self, ref: BlobRef) -> bytes:
+        if ref.sha256 == self.sha256:
+            self.reads += 1
+            if self.reads == self.nth:
+                self.waiting.set()
+                self.gate.wait(20)
+                self.waiting.clear()
+        return super().get(ref)
+
+
+def test_kitti_export_streams_before_the_zip_is_built(
+    tmp_path: Path, sensor_data: tuple[dict[str, bytes], np.ndarray]
+) -> None:
+    # The sweep of the second frame is held back: a server that builds the whole zip before
+    # answering sends nothing until the gate times out; a streaming one has sent the first
+    # frame's entries by then.
+    cams, points = sensor_data
+    target = str(tmp_path / "queue.db")
+    seed = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    with LabelQueue.open(target) as api_queue, LabelQueue.open(target) as queue:
+        for seq in (1, 2, 3):
+            env_ = envelope(seq, 0.5, {"CAM_FRONT": cams["CAM_FRONT"]}, points)
+            refs = BlobRefs.put_envelope(seed, env_)
+            queue.ingest_frame(FrameRecord.from_envelope(env_), refs.queue_refs())
+            task = queue.claim("alice", 60)
+            assert task is not None
+            queue.submit_label(task.id, "alice", {})
+        assert refs.lidar is not None
+        blobs = _GatedBlobStore(tmp_path / "blobs", refs.lidar.ref.sha256, nth=2)
+        app = create_app(api_queue, blobs, tokens=TOKENS, metrics=lambda *_: None)
+        with (
+            ApiServer(app) as server,
+            httpx.Client(base_url=server.url, headers=ALICE) as client,
+            client.stream("GET", "/v1/export/kitti", timeout=60) as resp,
+        ):
+            assert resp.status_code == 200
+            assert resp.headers["x-task-count"] == "3"
+            chunks = resp.iter_bytes()
+            first = next(chunks)
+            assert blobs.waiting.is_set(), "first bytes arrived only after the zip was built"
+            assert first.startswith(b"PK\x03\x04")
+            blobs.gate.set()
+            body = first + b"".join(chunks)
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.testzip() is None
+        names = set(zf.namelist())
+        assert {f"velodyne/{i:06d}.bin" for i in (1, 2, 3)} <= names
+        assert zf.read("image_2/000002.jpg") == cams["CAM_FRONT"]
+        assert len(zf.read("mapping.txt").decode().splitlines()) == 3

@@ -6,17 +6,17 @@ Every export pages by task id: ``after_task_id`` and ``limit`` in, ``X-Task-Coun
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures at run time.
 
+import itertools
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import PlainTextResponse
-from numpy.typing import NDArray
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from ingest_service.api.backend import API_PREFIX
 from ingest_service.api.deps import ERRORS, BackendDep, BaseUrl, Labeler
-from ingest_service.exports import coco, cvat, kitti, labelstudio
+from ingest_service.api.exporting import kitti_chunks, page_frames
+from ingest_service.exports import coco, cvat, labelstudio
 from ingest_service.exports.common import LabeledFrame
 
 __all__ = ["router"]
@@ -64,7 +64,7 @@ def export_coco(
 @router.get(
     "/kitti",
     responses={200: {"content": {"application/zip": {}}}},
-    response_class=Response,
+    response_class=StreamingResponse,
 )
 def export_kitti(
     be: BackendDep,
@@ -73,26 +73,20 @@ def export_kitti(
     after_task_id: After = 0,
     limit: Limit = 1_000,
     camera: str = Query("CAM_FRONT", description="the camera exported as image_2"),
-) -> Response:
-    items = []
-    frames = []
-    for frame, refs in be.labeled_frames(base, after_task_id, limit):
-        frames.append(frame)
-        cam = refs.cameras.get(camera)
-        image = None if cam is None else be.blob(cam.ref, f"task {frame.task_id} {camera}")
-        points: NDArray[np.float32] | None = None
-        fields: tuple[str, ...] = ("x", "y", "z")
-        if refs.lidar is not None:
-            _, cloud = be.points(refs, frame.task_id)
-            points, fields = cloud.points, cloud.fields
-        items.append(kitti.KittiItem(frame, camera if cam else None, image, points, fields))
-    return Response(
-        kitti.to_kitti_zip(items),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": 'attachment; filename="kitti.zip"',
-            **_page_headers(frames),
-        },
+) -> StreamingResponse:
+    ids = be.labeled_page(after_task_id, limit)
+    chunks = kitti_chunks(be, page_frames(be, base, after_task_id, ids), camera)
+    # The first frame is read here, before the status line: a database or blob failure there
+    # is still a 503 / 500 / 502. Later frames stream (exporting.kitti_chunks).
+    first = next(chunks)
+    headers = {
+        "Content-Disposition": 'attachment; filename="kitti.zip"',
+        "X-Task-Count": str(len(ids)),
+    }
+    if ids:
+        headers["X-Last-Task-Id"] = str(ids[-1])
+    return StreamingResponse(
+        itertools.chain([first], chunks), media_type="application/zip", headers=headers
     )
 
 
