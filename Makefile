@@ -13,8 +13,9 @@ UV_ENV := .cache/uv-env
 UV     := $(UV_ENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the project needs: libusb for `import open3d`, Java 17 + Maven for the local
-# Kafka broker, PostgreSQL for the label-queue tests, Prometheus for the scrape tests.
-DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus
+# Kafka broker, PostgreSQL for the label-queue tests, Prometheus for the scrape tests, Chromium
+# (headless) for the test that the labeling API's /docs renders offline.
+DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus chromium
 STAMP  := $(VENV)/.fleetal-installed
 
 .PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars clean

@@ -12,12 +12,10 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import tempfile
 import types
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from schemas.kafka_net import first_reachable
 
 log = logging.getLogger("ingest_service")
 
-_EXPORT_ROUTES = {"coco": "/v1/export/coco", "kitti": "/v1/export/kitti"}
+_EXPORT_FORMATS = ("coco", "kitti", "cvat", "labelstudio")  # = ingest_service.api.exporting
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,10 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     with_config("check", "exit 0 if the service can run, 1 if not (for probes)")
     with_config("queue-stats", "print the label queue's task counts per state (JSON)")
     with_config("requeue-expired", "send tasks whose leases ran out max_attempts times back to new")
-    ex = with_config("export", "export labeled tasks (through the labeling API's exporters)")
-    ex.add_argument("--format", choices=sorted(_EXPORT_ROUTES), required=True)
-    ex.add_argument("--out", type=Path, required=True, help="output file (.json or .zip)")
+    ex = with_config("export", "export every labeled task (the labeling API's exporters)")
+    ex.add_argument(
+        "--format",
+        choices=_EXPORT_FORMATS,
+        required=True,
+        help="coco (JSON), kitti (zip, streamed), cvat (CVAT for images 1.1 XML), "
+        "labelstudio (JSON)",
+    )
+    ex.add_argument("--out", type=Path, required=True, help="output file (.json, .zip, .xml)")
     ex.add_argument("--after-task-id", type=int, default=0, help="only tasks with a larger id")
+    ex.add_argument("--camera", default="CAM_FRONT", help="kitti: the camera exported as image_2")
     sub.add_parser("config-help", help="list every configuration key and its variable")
     return p
 
@@ -106,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _queue_stats(cfg)
         if args.command == "requeue-expired":
             return _requeue_expired(cfg)
-        return _export(cfg, args.format, args.out, args.after_task_id)
+        return _export(cfg, args.format, args.out, args.after_task_id, args.camera)
     except (IngestError, ValueError, OSError) as exc:
         print(f"ingest-service {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -254,36 +259,42 @@ def _requeue_expired(cfg: IngestConfig) -> int:
     return 0
 
 
-def _export(cfg: IngestConfig, fmt: str, out: Path, after_task_id: int) -> int:
-    """Run the labeling API's exporter in-process on a private loopback port."""
-    from ingest_service.api import ApiServer, create_app
+def _export(cfg: IngestConfig, fmt: str, out: Path, after_task_id: int, camera: str) -> int:
+    """Every labeled task after ``after_task_id``, through the API's exporters, in process.
+
+    No page limit: the whole queue is exported (KITTI streamed to the file frame by frame).
+    Written to a temporary file beside ``out`` and renamed, so ``out`` is never half written.
+    """
+    from ingest_service.api.backend import Backend
+    from ingest_service.api.exporting import FORMATS, write_export
     from ingest_service.blobstore import open_blob_store
     from ingest_service.consumer import queue_opener
 
-    token = secrets.token_hex(24)
-    with queue_opener(cfg)() as queue:
-        app = create_app(
-            queue,
-            open_blob_store(cfg),
-            tokens={token: "ingest-cli"},
-            lease_s=cfg.queue.lease_s,
-            # data URLs in the export point at the service's API, not this private server
-            public_url=f"http://{cfg.api.host}:{cfg.api.port}",
-        )
-        server = ApiServer(app, "127.0.0.1", 0)
-        server.start()
-        try:
-            url = (
-                f"http://127.0.0.1:{server.port}{_EXPORT_ROUTES[fmt]}?after_task_id={after_task_id}"
-            )
-            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(request, timeout=600) as response:
-                body = response.read()
-        finally:
-            server.stop()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(body)
-    print(f"wrote {fmt} export of labeled tasks to {out} ({len(body)} bytes)")
+    # data URLs in the export point at the service's API
+    base = f"http://{cfg.api.host}:{cfg.api.port}"
+    with queue_opener(cfg)() as queue:
+        backend = Backend(queue, open_blob_store(cfg), cfg.queue.lease_s)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                ids = write_export(
+                    backend,
+                    FORMATS[FORMATS.index(fmt)],  # argparse's choices, as the Literal type
+                    f,
+                    base=base,
+                    after_task_id=after_task_id,
+                    camera=camera,
+                )
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    span = f"task ids {ids[0]}..{ids[-1]}" if ids else "none found"
+    print(
+        f"wrote {fmt} export of all {len(ids)} labeled tasks after task {after_task_id} "
+        f"({span}) to {out} ({out.stat().st_size} bytes)"
+    )
     return 0
 
 

@@ -68,6 +68,7 @@ class LeaseLost(QueueError):  # noqa: N818 - the name the queue's API promises
         super().__init__(f"task {task_id}: labeler {labeler!r} holds no live lease: {detail}")
         self.task_id = task_id
         self.labeler = labeler
+        self.detail = detail
 
 
 class BlobStoreError(IngestError):

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from fastapi import Depends, HTTPException, status
+from fastapi import HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-__all__ = ["bearer_labeler"]
+__all__ = ["BearerTokens", "bearer_scheme"]
 
-_bearer = HTTPBearer(auto_error=False, description="a labeler's API token")
+bearer_scheme = HTTPBearer(auto_error=False, description="a labeler's API token")
+"""The security scheme every ``/v1`` route declares (OpenAPI ``HTTPBearer``)."""
 
 
-def bearer_labeler(tokens: Mapping[str, str]) -> Callable[..., str]:
-    """A FastAPI dependency returning the labeler of ``Authorization: Bearer <token>``.
+class BearerTokens:
+    """The labeler of ``Authorization: Bearer <token>``.
 
     ``tokens`` maps token -> labeler name. A missing header or an unknown token is a 401 with
     ``WWW-Authenticate: Bearer``. Tokens are compared in constant time.
     """
-    table = [(t.encode(), name) for t, name in tokens.items()]
-    for _, name in table:
-        if not name.strip():
-            raise ValueError("every API token needs a non-empty labeler name")
 
-    def labeler(
-        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
-    ) -> str:
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        self._table = [(t.encode(), name) for t, name in tokens.items()]
+        for _, name in self._table:
+            if not name.strip():
+                raise ValueError("every API token needs a non-empty labeler name")
+
+    def labeler(self, creds: HTTPAuthorizationCredentials | None) -> str:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -35,7 +36,7 @@ def bearer_labeler(tokens: Mapping[str, str]) -> Callable[..., str]:
             )
         given = creds.credentials.encode()
         found = None
-        for token, name in table:  # no early exit: the time does not depend on which matched
+        for token, name in self._table:  # no early exit: the time does not depend on which
             if hmac.compare_digest(token, given):
                 found = name
         if found is None:
@@ -45,5 +46,3 @@ def bearer_labeler(tokens: Mapping[str, str]) -> Callable[..., str]:
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         return found
-
-    return labeler

@@ -1,5 +1,7 @@
 """KITTI object-detection export: one zip, one entry per labeled frame under its 6-digit id.
 
+Streamed (:func:`iter_kitti_zip`): the archive is written frame by frame, never held whole.
+
 Layout (ids are the task ids, zero-padded to 6 digits; ``mapping.txt`` maps them back)::
 
     label_2/000042.txt     one line per box, KITTI's 15 columns (below)
@@ -29,7 +31,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,7 @@ from schemas.messages import Box2D, Box3D
 __all__ = [
     "KittiItem",
     "box3d_from_kitti",
+    "iter_kitti_zip",
     "kitti_id",
     "label_lines",
     "to_kitti_zip",
@@ -146,11 +149,38 @@ def _png_of_raw(data: bytes, width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
-def to_kitti_zip(items: Iterable[KittiItem]) -> bytes:
-    """The zip (module docstring) of ``items``, as bytes."""
-    buf = io.BytesIO()
+class _Chunks:
+    """A write-only, unseekable file: ``zipfile`` then writes each entry once, in order, with
+    its sizes in a data descriptor after the data, so the bytes can leave as they are made."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes, /) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+def iter_kitti_zip(items: Iterable[KittiItem]) -> Iterator[bytes]:
+    """The zip (module docstring) of ``items``, streamed: one chunk per item, then the end.
+
+    ``items`` is consumed lazily, one at a time: memory holds one frame's entries, never the
+    archive (a KITTI export of 100 000 frames with images and sweeps is tens of GB).
+    """
+    sink = _Chunks()
     mapping: list[str] = []
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(sink, "w") as zf:
 
         def write(name: str, data: bytes | str, *, deflate: bool) -> None:
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
@@ -171,5 +201,14 @@ def to_kitti_zip(items: Iterable[KittiItem]) -> bytes:
             if item.points is not None:
                 write(f"velodyne/{fid}.bin", _velodyne(item.points, item.fields), deflate=True)
             mapping.append(f"{fid} {item.frame.frame_key} {item.camera or '-'}\n")
+            yield sink.take()
         write("mapping.txt", "".join(mapping), deflate=True)
+    yield sink.take()  # mapping.txt and the central directory
+
+
+def to_kitti_zip(items: Iterable[KittiItem]) -> bytes:
+    """The zip (module docstring) of ``items``, as bytes (:func:`iter_kitti_zip` joined)."""
+    buf = io.BytesIO()
+    for chunk in iter_kitti_zip(items):
+        buf.write(chunk)
     return buf.getvalue()

@@ -525,12 +525,16 @@ class LabelQueue:
         if res.rowcount == 1:
             return
         row = self.db.execute(
-            "SELECT state, lease_owner, lease_expires_ns FROM tasks WHERE id = ?", (task_id,)
+            "SELECT state, lease_owner, lease_expires_ns, attempts FROM tasks WHERE id = ?",
+            (task_id,),
         ).one()
         if row is None:
             raise TaskNotFound(task_id)
-        state, owner, expires = row
-        if state != TaskState.LEASED:
+        state, owner, expires, attempts = row
+        if state == TaskState.NEW and int(attempts) == 0:
+            # never claimed (or requeued by an admin since): not "the lease expired"
+            detail = "the task is not leased (new, no lease granted since it was queued)"
+        elif state != TaskState.LEASED:
             detail = f"the task is {state}"
         elif owner != labeler:
             detail = f"it is leased to {owner!r}"

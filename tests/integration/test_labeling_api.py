@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from PIL import Image
 
 from ingest_service.api import ApiServer, create_app
 from ingest_service.blobrefs import BlobRefs
-from ingest_service.blobstore import LocalBlobStore
+from ingest_service.blobstore import BlobRef, LocalBlobStore
 from ingest_service.queue import FrameRecord, LabelQueue, QueueConfig
 from schemas.messages import (
     CameraPayload,
@@ -436,9 +437,9 @@ def test_import_labelstudio_and_cvat_onto_leased_tasks(env: Env) -> None:
 
 
 def test_oversized_import_is_413(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ingest_service.api.app as api_app
+    import ingest_service.api.routes.imports as api_imports
 
-    monkeypatch.setattr(api_app, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(api_imports, "MAX_UPLOAD_BYTES", 1000)
     resp = env.client.post(
         "/v1/import/labelstudio", content=b"[" + b" " * 2000 + b"]", headers=ALICE
     )
@@ -511,3 +512,102 @@ def test_lapsed_lease_is_409_saying_so(
             assert again["task_id"] == tid
             assert again["attempts"] == 2
             assert client.post(f"/v1/tasks/{tid}/labels", json={}).status_code == 200
+
+
+def test_non_finite_numbers_are_422_naming_the_field(env: Env) -> None:
+    # JSON has no NaN or Infinity, but Python's parser (and so FastAPI's) reads them, and
+    # 1e999 overflows to inf. Once refused, the 422 must still be writable as JSON.
+    env.ingest(1, 0.5)
+    tid = env.claim()["task_id"]
+    box2d = '{"camera": "CAM_FRONT", "class_name": "car", "x1": 1, "y1": 2, "x2": %s, "y2": 9}'
+    box3d = '{"class_name": "car", "center_xyz": [%s, 0, 0], "size_lwh": [4, %s, 1], "yaw_rad": %s}'
+    v = "{v}"
+    cases = {
+        f'{{"boxes_2d": [{box2d % v}]}}': ["body", "boxes_2d", 0, "x2"],
+        f'{{"boxes_3d": [{box3d % (v, 2, 0)}]}}': ["body", "boxes_3d", 0, "center_xyz", 0],
+        f'{{"boxes_3d": [{box3d % (1, v, 0)}]}}': ["body", "boxes_3d", 0, "size_lwh", 1],
+        f'{{"boxes_3d": [{box3d % (1, 2, v)}]}}': ["body", "boxes_3d", 0, "yaw_rad"],
+    }
+    for value in ("NaN", "Infinity", "-Infinity", "1e999"):
+        for template, loc in cases.items():
+            body = template.replace("{v}", value)
+            resp = env.client.post(
+                f"/v1/tasks/{tid}/labels",
+                content=body,
+                headers={**ALICE, "Content-Type": "application/json"},
+            )
+            assert resp.status_code == 422, (body, resp.text)
+            errors = resp.json()["detail"]
+            assert [e["loc"] for e in errors] == [loc], body
+            assert "finite" in errors[0]["msg"]
+    assert env.client.get(f"/v1/tasks/{tid}", headers=ALICE).json()["state"] == "leased"
+
+
+def test_submitting_to_a_task_never_leased_says_it_is_not_leased(env: Env) -> None:
+    env.ingest(1, 0.5)
+    (tid,) = env.queue.db.execute("SELECT id FROM tasks").rows[0]
+    for path, body in [("labels", {}), ("skip", {"reason": "x"})]:
+        resp = env.client.post(f"/v1/tasks/{tid}/{path}", json=body, headers=ALICE)
+        assert resp.status_code == 409
+        detail = resp.json()["detail"]
+        assert detail.startswith(f"task {tid} is not leased"), detail
+        assert "expired" not in detail
+        assert "POST /v1/tasks/claim" in detail
+
+
+class _GatedBlobStore(LocalBlobStore):
+    """The real local store, holding back the ``nth`` read of one blob until ``gate`` opens."""
+
+    def __init__(self, root: Path, sha256: str, nth: int) -> None:
+        super().__init__(root, fsync=False)
+        self.sha256, self.nth, self.reads = sha256, nth, 0
+        self.gate = threading.Event()
+        self.timed_out = False  # the held-back read gave up waiting for the gate
+
+    def get(self, ref: BlobRef) -> bytes:
+        if ref.sha256 == self.sha256:
+            self.reads += 1
+            if self.reads == self.nth:
+                self.timed_out = not self.gate.wait(10)
+        return super().get(ref)
+
+
+def test_kitti_export_streams_before_the_zip_is_built(
+    tmp_path: Path, sensor_data: tuple[dict[str, bytes], np.ndarray]
+) -> None:
+    # The sweep of the second frame is held back: a server that builds the whole zip before
+    # answering sends nothing until the gate times out; a streaming one has sent the first
+    # frame's entries by then.
+    cams, points = sensor_data
+    target = str(tmp_path / "queue.db")
+    seed = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    with LabelQueue.open(target) as api_queue, LabelQueue.open(target) as queue:
+        for seq in (1, 2, 3):
+            env_ = envelope(seq, 0.5, {"CAM_FRONT": cams["CAM_FRONT"]}, points)
+            refs = BlobRefs.put_envelope(seed, env_)
+            queue.ingest_frame(FrameRecord.from_envelope(env_), refs.queue_refs())
+            task = queue.claim("alice", 60)
+            assert task is not None
+            queue.submit_label(task.id, "alice", {})
+        assert refs.lidar is not None
+        blobs = _GatedBlobStore(tmp_path / "blobs", refs.lidar.ref.sha256, nth=2)
+        app = create_app(api_queue, blobs, tokens=TOKENS, metrics=lambda *_: None)
+        with (
+            ApiServer(app) as server,
+            httpx.Client(base_url=server.url, headers=ALICE) as client,
+            client.stream("GET", "/v1/export/kitti", timeout=60) as resp,
+        ):
+            assert resp.status_code == 200
+            assert resp.headers["x-task-count"] == "3"
+            chunks = resp.iter_bytes()
+            first = next(chunks)
+            assert not blobs.timed_out, "first bytes arrived only after the zip was built"
+            assert first.startswith(b"PK\x03\x04")
+            blobs.gate.set()
+            body = first + b"".join(chunks)
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.testzip() is None
+        names = set(zf.namelist())
+        assert {f"velodyne/{i:06d}.bin" for i in (1, 2, 3)} <= names
+        assert zf.read("image_2/000002.jpg") == cams["CAM_FRONT"]
+        assert len(zf.read("mapping.txt").decode().splitlines()) == 3

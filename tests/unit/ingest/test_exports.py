@@ -7,7 +7,10 @@ import io
 import itertools
 import json
 import math
+import tracemalloc
 import zipfile
+import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,7 +25,13 @@ from ingest_service.exports import (
 )
 from ingest_service.exports.coco import to_coco
 from ingest_service.exports.cvat import from_cvat_xml, parse_image_name, to_cvat_urls, to_cvat_xml
-from ingest_service.exports.kitti import KittiItem, box3d_from_kitti, label_lines, to_kitti_zip
+from ingest_service.exports.kitti import (
+    KittiItem,
+    box3d_from_kitti,
+    iter_kitti_zip,
+    label_lines,
+    to_kitti_zip,
+)
 from ingest_service.exports.labelstudio import from_labelstudio, to_labelstudio
 from ingest_service.exports.pcd import to_pcd
 from schemas.messages import Box2D, Box3D
@@ -200,6 +209,40 @@ def test_kitti_zip() -> None:
         assert zf.read("mapping.txt").decode().splitlines()[0] == "000007 veh-1/d1/000007 CAM_FRONT"
     same = [KittiItem(FRAMES[0], "CAM_FRONT", b"jpeg bytes", points, FIELDS5)]
     assert to_kitti_zip(same) == to_kitti_zip(same)  # deterministic bytes
+
+
+def test_kitti_zip_streams_frame_by_frame_in_bounded_memory() -> None:
+    # 64 frames with a 1 MiB image each: the archive is > 64 MiB, streaming holds one frame
+    # (its image, the zipfile copy, the chunk: ~4 MiB), whatever the number of frames.
+    n, size = 64, 1 << 20
+    pulled: list[int] = []
+
+    def items() -> Iterator[KittiItem]:
+        rng = np.random.default_rng(0)
+        for i in range(1, n + 1):
+            pulled.append(i)
+            f = LabeledFrame(i, f"v/d/{i:06d}", (ImageInfo("CAM_FRONT", 8, 8, "jpeg", "u"),))
+            yield KittiItem(f, "CAM_FRONT", rng.bytes(size), None)
+
+    chunks = iter_kitti_zip(items())
+    first = next(chunks)
+    assert pulled == [1]  # the first bytes are out before the second frame is read
+    assert first.startswith(b"PK\x03\x04")
+    total, crc = len(first), zlib.crc32(first)
+    tracemalloc.start()
+    try:
+        for chunk in chunks:
+            total += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > n * size
+    assert peak < 6 * size, f"peak {peak / size:.1f} MiB while streaming {total / size:.0f} MiB"
+    assert crc == zlib.crc32(to_kitti_zip(items()))  # the same bytes as the joined archive
+    with zipfile.ZipFile(io.BytesIO(to_kitti_zip(items()))) as zf:
+        assert zf.testzip() is None
+        assert len(zf.namelist()) == 3 * n + 1  # label_2, calib, image_2; mapping.txt
 
 
 def _boxes_by_task(frames: list[LabeledFrame]) -> dict[int, tuple[Box2D, ...]]:
