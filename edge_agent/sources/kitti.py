@@ -194,7 +194,7 @@ class KittiRawSource(SourceBase):
                 if self.has_lidar:
                     path = self.root / "velodyne_points" / "data" / f"{i:010d}.bin"
                     points = read_float32_records(path, 4, "velodyne_points")
-                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS)
+                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS, path=str(path))
                 cams: list[CameraImage] = []
                 for name in self.cameras:
                     j = int(matches[name][i])
@@ -262,10 +262,9 @@ class KittiObjectSource(SourceBase):
             try:
                 lidar = None
                 if self.has_lidar:
-                    points = read_float32_records(
-                        self.root / "velodyne" / f"{stem}.bin", 4, "velodyne"
-                    )
-                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS)
+                    path = self.root / "velodyne" / f"{stem}.bin"
+                    points = read_float32_records(path, 4, "velodyne")
+                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS, path=str(path))
                 cams = tuple(
                     read_image_file(self.root / name / f"{stem}.png", name, ts)
                     for name in self.cameras
