@@ -122,6 +122,12 @@ def _replay(args: argparse.Namespace, cfg: AgentConfig) -> int:
     )
     if s.dropped_by_reason:
         print("not selected: " + json.dumps(s.dropped_by_reason, sort_keys=True))
+    if s.problems_by_reason:
+        where = " (each named in problems.csv)" if result.report_files else " (--report names each)"
+        print(
+            f"problems in {s.frames_with_problems} frame(s){where}: "
+            + json.dumps(s.problems_by_reason, sort_keys=True)
+        )
     for path in result.report_files:
         print(f"report: {path}")
     return 0

@@ -124,6 +124,7 @@ def replay(
                 if isinstance(item, Frame):
                     drive_name = item.drive_id
                 rows.append(parts.pipeline.process(item))
+            parts.pipeline.flush_logs()
             if sink is not None and spool is not None:
                 _wait_delivered(spool, kafka_timeout_s)
         finally:

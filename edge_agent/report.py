@@ -1,7 +1,9 @@
-"""The replay report: ``summary.json``, ``frames.csv`` and two PNG plots.
+"""The replay report: ``summary.json``, ``frames.csv``, ``problems.csv`` and two PNG plots.
 
 Written by ``edge-agent replay --report DIR`` so that data engineers can compare strategies and
 budgets on recorded drives before a rollout. Plots are matplotlib PNGs (headless, Agg backend).
+``problems.csv`` names every file that was unreadable or failed the quality gate, and every
+frame dropped on an error, one line each: the logs are rate-limited, the report is not.
 """
 
 from __future__ import annotations
@@ -24,7 +26,25 @@ FRAME_COLUMNS = (
     "threshold",
     "selected",
     "reason",
+    "files",
+    "problems",
 )
+PROBLEM_COLUMNS = ("seq", "timestamp_ns", "outcome", "reason", "sensor", "path", "detail")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One bad file or failed frame: what happened to the frame (``outcome``:
+    ``frame_dropped``, or ``sensor_dropped`` when the frame went on without that sensor),
+    why (``source_<reason>``, ``quality_<reason>``, ``model_error``, ...), and the file."""
+
+    seq: int
+    timestamp_ns: int
+    outcome: str
+    reason: str
+    sensor: str
+    path: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +60,8 @@ class FrameRow:
     selected: bool
     reason: str
     components: Mapping[str, float] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +80,16 @@ class Summary:
     strategy: str
     seed: int
     selected_seqs: list[int]
+    problems_by_reason: dict[str, int] = field(default_factory=dict)
+    """Every line of problems.csv, counted by reason (source, quality gate, model, ...)."""
+    quality_by_reason: dict[str, int] = field(default_factory=dict)
+    """Quality-gate outcomes: frames that passed the gate untouched (``passed``), went on
+    without a failed sensor (``sensor_dropped``) or were rejected (``frame_rejected``), and
+    every failed check by its reason (``lidar_out_of_range``, ``image_dark``, ...)."""
+    frames_with_problems: int = 0
+    notes: list[str] = field(default_factory=list)
+    """Plain-language explanations of a surprising result (e.g. nothing selected because
+    the replay was shorter than the cold start)."""
 
 
 def summarise(
@@ -70,11 +102,13 @@ def summarise(
     wall_seconds: float,
     strategy: str,
     seed: int,
+    notes: Sequence[str] = (),
 ) -> Summary:
     """Aggregate the rows of one replay."""
     selected = [r.seq for r in rows if r.selected]
     scored = sum(1 for r in rows if r.score is not None)
     dropped = Counter(r.reason for r in rows if not r.selected)
+    problems = Counter(p.reason for r in rows for p in r.problems)
     return Summary(
         drive=drive,
         frames_total=len(rows),
@@ -90,7 +124,31 @@ def summarise(
         strategy=strategy,
         seed=seed,
         selected_seqs=selected,
+        problems_by_reason=dict(sorted(problems.items())),
+        quality_by_reason=quality_outcomes(rows),
+        frames_with_problems=sum(1 for r in rows if r.problems),
+        notes=list(notes),
     )
+
+
+def quality_outcomes(rows: Sequence[FrameRow]) -> dict[str, int]:
+    """Quality-gate outcomes per frame and failed checks per reason (see ``Summary``).
+
+    Frames that never reached the gate (unreadable, pose-only) are not counted.
+    """
+    out: Counter[str] = Counter()
+    for r in rows:
+        if r.reason.startswith("source_") or r.reason == "no_sensor_data":
+            continue
+        checks = [p for p in r.problems if p.reason.startswith("quality_")]
+        if r.reason.startswith("quality_"):
+            out["frame_rejected"] += 1
+        elif checks:
+            out["sensor_dropped"] += 1
+        else:
+            out["passed"] += 1
+        out.update(p.reason.removeprefix("quality_") for p in checks)
+    return dict(sorted(out.items()))
 
 
 def write_report(out_dir: Path, rows: Sequence[FrameRow], summary: Summary) -> list[Path]:
@@ -98,6 +156,7 @@ def write_report(out_dir: Path, rows: Sequence[FrameRow], summary: Summary) -> l
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [_write_summary(out_dir / "summary.json", summary)]
     written.append(_write_csv(out_dir / "frames.csv", rows))
+    written.append(_write_problems(out_dir / "problems.csv", rows))
     written.append(plot_timeline(out_dir / "score_timeline.png", rows, summary))
     track = plot_track(out_dir / "ego_track.png", rows, summary)
     if track is not None:
@@ -132,9 +191,24 @@ def _write_csv(path: Path, rows: Sequence[FrameRow]) -> Path:
                     _fmt(r.threshold),
                     int(r.selected),
                     r.reason,
+                    ";".join(r.files),
+                    ";".join(p.reason for p in r.problems),
                     *(_fmt(r.components.get(name)) for name in component_names),
                 ]
             )
+    return path
+
+
+def _write_problems(path: Path, rows: Sequence[FrameRow]) -> Path:
+    """One line per problem, header always (an empty table says: nothing was wrong)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PROBLEM_COLUMNS)
+        for r in rows:
+            for p in r.problems:
+                writer.writerow(
+                    [p.seq, p.timestamp_ns, p.outcome, p.reason, p.sensor, p.path, p.detail]
+                )
     return path
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from deploy.demo.build_drive import build as build_demo_drive
 from edge_agent.cli import main
@@ -138,3 +142,58 @@ def test_speed_parsing_and_pacing() -> None:
     out = list(paced(iter(items), 2.0, clock=lambda: now[0], sleep=sleep))  # type: ignore[arg-type]
     assert len(out) == 4
     assert slept == [0.05, 0.05, 0.05]  # twice real time: 50 ms between 100 ms frames
+
+
+def _bad_kitti_object(root: Path) -> dict[str, str]:
+    """A copy of the real KITTI object frames spoiled in three ways; path -> expected reason."""
+    src = DATA / "kitti_object" / "training"
+    train = root / "training"
+    for sub in ("image_2", "velodyne"):
+        shutil.copytree(src / sub, train / sub)
+    for stem in ("000000", "000001", "000002"):  # 9 frames: the 3 real ones, three times
+        for k in (1, 2):
+            new = f"{k}{stem[1:]}"
+            shutil.copy(src / "image_2" / f"{stem}.png", train / "image_2" / f"{new}.png")
+            shutil.copy(src / "velodyne" / f"{stem}.bin", train / "velodyne" / f"{new}.bin")
+    random_bin = train / "velodyne" / "100001.bin"
+    random_bin.write_bytes(np.random.default_rng(1).bytes(16 * 100_000))
+    dark = train / "image_2" / "200002.png"
+    Image.new("RGB", (1242, 375)).save(dark)
+    cut = train / "velodyne" / "100002.bin"
+    cut.write_bytes(cut.read_bytes()[:-6])
+    return {
+        str(random_bin): "quality_lidar_out_of_range",
+        str(dark): "quality_image_dark",
+        str(cut): "source_bad_size",
+    }
+
+
+def test_report_names_every_bad_file_with_its_reason(tmp_path: Path) -> None:
+    bad = _bad_kitti_object(tmp_path / "kitti_object")
+    result = replay(tmp_path / "kitti_object", _config(tmp_path), report_dir=tmp_path / "r")
+    with (tmp_path / "r" / "problems.csv").open() as fh:
+        problems = list(csv.DictReader(fh))
+    named = {p["path"]: p["reason"] for p in problems}
+    for path, reason in bad.items():
+        assert named.get(path) == reason, (path, problems)
+    by_path = {p["path"]: p for p in problems}
+    # the random sweep and the dark image were removed, their frames scored on the rest
+    assert by_path[next(p for p in bad if p.endswith("100001.bin"))]["outcome"] == "sensor_dropped"
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["frames_total"] == 9
+    assert s["problems_by_reason"] == {
+        "quality_image_dark": 1,
+        "quality_lidar_out_of_range": 1,
+        "source_bad_size": 1,
+    }
+    assert s["quality_by_reason"]["lidar_out_of_range"] == 1
+    assert s["quality_by_reason"]["image_dark"] == 1
+    assert s["quality_by_reason"]["sensor_dropped"] == 2
+    assert s["quality_by_reason"]["passed"] == s["frames_total"] - 3
+    assert s["frames_with_problems"] == 3
+    assert result.summary.frames_scored == 8
+    with (tmp_path / "r" / "frames.csv").open() as fh:
+        frames = list(csv.DictReader(fh))
+    files = [f["files"] for f in frames]
+    assert all(files)
+    assert any(str(next(iter(bad))) in f for f in files)

@@ -49,6 +49,7 @@ def test_report_files_agree_with_the_rows(tmp_path: Path) -> None:
     assert {p.name for p in paths} == {
         "summary.json",
         "frames.csv",
+        "problems.csv",
         "score_timeline.png",
         "ego_track.png",
     }
