@@ -161,10 +161,18 @@ def _bad_kitti_object(root: Path) -> dict[str, str]:
     Image.new("RGB", (1242, 375)).save(dark)
     cut = train / "velodyne" / "100002.bin"
     cut.write_bytes(cut.read_bytes()[:-6])
+    gone = train / "image_2" / "200000.png"
+    gone.unlink()
+    both_bad = (train / "image_2" / "200001.png", train / "velodyne" / "200001.bin")
+    for path in both_bad:
+        path.write_bytes(b"")
     return {
         str(random_bin): "quality_lidar_out_of_range",
         str(dark): "quality_image_dark",
         str(cut): "source_bad_size",
+        str(gone): "source_missing_file",
+        str(both_bad[0]): "source_truncated",
+        str(both_bad[1]): "source_truncated",
     }
 
 
@@ -176,21 +184,24 @@ def test_report_names_every_bad_file_with_its_reason(tmp_path: Path) -> None:
     named = {p["path"]: p["reason"] for p in problems}
     for path, reason in bad.items():
         assert named.get(path) == reason, (path, problems)
-    by_path = {p["path"]: p for p in problems}
-    # the random sweep and the dark image were removed, their frames scored on the rest
-    assert by_path[next(p for p in bad if p.endswith("100001.bin"))]["outcome"] == "sensor_dropped"
+    outcome = {p["path"]: p["outcome"] for p in problems}
+    # every frame with one readable sensor is scored on it; the one with none is dropped
+    assert [outcome[p] for p in bad] == ["sensor_dropped"] * 4 + ["frame_dropped"] * 2
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["frames_total"] == 9
     assert s["problems_by_reason"] == {
         "quality_image_dark": 1,
         "quality_lidar_out_of_range": 1,
         "source_bad_size": 1,
+        "source_missing_file": 1,
+        "source_truncated": 2,
     }
+    assert s["dropped_by_reason"]["source_truncated"] == 1
     assert s["quality_by_reason"]["lidar_out_of_range"] == 1
     assert s["quality_by_reason"]["image_dark"] == 1
     assert s["quality_by_reason"]["sensor_dropped"] == 2
-    assert s["quality_by_reason"]["passed"] == s["frames_total"] - 3
-    assert s["frames_with_problems"] == 3
+    assert s["quality_by_reason"]["passed"] == 6  # 8 frames reached the gate
+    assert s["frames_with_problems"] == 5
     assert result.summary.frames_scored == 8
     with (tmp_path / "r" / "frames.csv").open() as fh:
         frames = list(csv.DictReader(fh))
