@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge_agent.errors import ReportDirError
 
 FRAME_COLUMNS = (
     "seq",
@@ -149,6 +152,25 @@ def quality_outcomes(rows: Sequence[FrameRow]) -> dict[str, int]:
             out["passed"] += 1
         out.update(p.reason.removeprefix("quality_") for p in checks)
     return dict(sorted(out.items()))
+
+
+def check_report_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove a file can be written there, before a replay starts
+    (so a typo or a read-only mount fails in a second, not after the whole drive).
+
+    Raises ``ReportDirError`` naming the directory and the cause.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ReportDirError(
+            str(out_dir),
+            f"cannot write the report there ({exc.strerror or exc}); give --report a "
+            "directory you can write to",
+        ) from exc
 
 
 def write_report(out_dir: Path, rows: Sequence[FrameRow], summary: Summary) -> list[Path]:

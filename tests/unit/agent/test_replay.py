@@ -96,7 +96,10 @@ def test_same_drive_config_models_seed_same_selection(tmp_path: Path, demo_drive
 
 def test_cli_replay_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg_file = tmp_path / "agent.toml"
-    cfg_file.write_text("[selector.budget]\ntarget_rate = 0.5\ncold_start_frames = 0\n")
+    cam = build_camera(tmp_path / "camera.onnx")
+    cfg_file.write_text(
+        f'[models]\ncamera = "{cam}"\n[selector.budget]\ntarget_rate = 0.5\ncold_start_frames = 0\n'
+    )
     rc = main(
         [
             "replay",
@@ -112,10 +115,83 @@ def test_cli_replay_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFix
     assert rc == 0
     assert "frames selected" in out
     assert "report: " in out
+    assert "problems.csv" in out
+    assert "note:" not in out
     bad = tmp_path / "bad.toml"
     bad.write_text("[selector.budget]\ntarget_rat = 0.5\n")
     assert main(["replay", str(DATA / "kitti_object"), "--config", str(bad)]) == 2
     assert "unknown key 'selector.budget.target_rat'" in capsys.readouterr().err
+
+
+def test_cli_replay_without_models_is_refused_unless_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --config (or one without [models]) used to replay with no model at all, every
+    score 0, and say nothing; now it is refused, and --no-models says it on the way."""
+    drive = str(DATA / "kitti_object")
+    assert main(["replay", drive, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no model configured" in err
+    assert "--no-models" in err
+    assert "--config deploy/demo/agent.toml" in err
+    cfg_file = tmp_path / "agent.toml"
+    cfg_file.write_text("[selector.budget]\ncold_start_frames = 0\n")
+    assert main(["replay", drive, "--config", str(cfg_file), "--no-progress"]) == 2
+    assert str(cfg_file) in capsys.readouterr().err
+    assert main(["replay", drive, "--config", str(cfg_file), "--no-models", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "without models (--no-models)" in out
+    assert "note: no models" in out
+
+
+def test_cli_replay_checks_the_report_dir_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    started: list[Path] = []
+    monkeypatch.setattr("edge_agent.replay.open_source", lambda p, **_: started.append(p))
+    rc = main(["replay", str(DATA / "kitti_object"), "--no-models", "--report", str(blocker / "r")])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert started == []  # refused before a single frame was read
+    assert f"--report {blocker / 'r'}: cannot write the report there" in captured.err
+    assert "Traceback" not in captured.err
+    assert "frames selected" not in captured.out
+
+
+def test_replay_inside_the_cold_start_says_why_nothing_was_selected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cam = build_camera(tmp_path / "camera.onnx")
+    cfg_file = tmp_path / "agent.toml"
+    cfg_file.write_text(
+        f'[models]\ncamera = "{cam}"\n[selector.budget]\ntarget_rate = 0.1\n'
+        "cold_start_frames = 10\n"
+    )
+    rc = main(
+        [
+            "replay",
+            str(DATA / "kitti_object"),
+            "--config",
+            str(cfg_file),
+            "--report",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    (note,) = summary["notes"]
+    assert "shorter than the cold start" in note
+    assert "cold_start_frames = 10" in note
+    # inside the cold start frames are only explored (at random, at the target rate)
+    if summary["frames_selected"] == 0:
+        assert "nothing was selected" in note
+    else:
+        assert "cold-start exploration, not model scores" in note
+    assert f"note: {note}" in out
 
 
 def test_speed_parsing_and_pacing() -> None:
