@@ -243,56 +243,130 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_timeline(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path:
-    """Score over time with the adaptive threshold and the selections marked."""
+def _is_cold_start(row: FrameRow) -> bool:
+    return row.reason.startswith("cold_start")
+
+
+def score_limits(values: Sequence[float]) -> tuple[float, float]:
+    """Axis limits that fit ``values`` (finite ones) with a 5 % margin, inside [0, 1] where
+    the values are; a flat series gets a +-0.05 window."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(finite), max(finite)
+    pad = max((hi - lo) * 0.05, 0.05 if hi == lo else 0.0)
+    return max(lo - pad, min(0.0, lo)), min(hi + pad, max(1.0, hi))
+
+
+def timeline_figure(rows: Sequence[FrameRow], summary: Summary) -> Any:
+    """The score timeline as a matplotlib figure (``plot_timeline`` saves it).
+
+    The threshold is drawn only after the cold start: during it the selector's "threshold"
+    is an exploration probability or a novelty bar, not on the score scale, and plotting it
+    squashed the scores into a sliver. The cold start is a shaded band instead. The y axis
+    fits the scores and thresholds; the legend sits outside the axes, above them.
+    """
     plt = _pyplot()
     t0 = rows[0].timestamp_ns if rows else 0
     t = [(r.timestamp_ns - t0) / 1e9 for r in rows]
-    fig, ax = plt.subplots(figsize=(11, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 4.4), dpi=110)
     scored = [(ti, r) for ti, r in zip(t, rows, strict=True) if r.score is not None]
-    ax.plot([ti for ti, _ in scored], [r.score for _, r in scored], lw=0.8, label="score")
-    thr = [(ti, r.threshold) for ti, r in scored if r.threshold is not None]
+    marker = "." if len(scored) <= 60 else None  # a short drive: show each frame
+    ax.plot(
+        [ti for ti, _ in scored], [r.score for _, r in scored], lw=0.8, marker=marker, label="score"
+    )
+    thr = [
+        (ti, r.threshold) for ti, r in scored if r.threshold is not None and not _is_cold_start(r)
+    ]
     if thr:
         ax.plot([a for a, _ in thr], [b for _, b in thr], lw=1.0, ls="--", label="threshold")
+    cold = [ti for ti, r in scored if _is_cold_start(r)]
+    if cold:
+        ax.axvspan(min(cold), max(cold), color="0.85", alpha=0.6, lw=0, label="cold start")
     sel = [(ti, r.score) for ti, r in scored if r.selected]
     if sel:
-        ax.scatter([a for a, _ in sel], [b for _, b in sel], s=18, c="red", label="selected")
+        ax.scatter(
+            [a for a, _ in sel], [b for _, b in sel], s=18, c="red", label="selected", zorder=3
+        )
+    values = [r.score for _, r in scored if r.score is not None] + [b for _, b in thr]
+    ax.set_ylim(*score_limits(values))
     ax.set_xlabel("time since start of drive (s)")
     ax.set_ylabel("selection score")
     ax.set_title(
         f"{summary.drive}: {summary.frames_selected}/{summary.frames_total} selected "
-        f"({summary.selection_rate:.1%}, budget {summary.budget:.1%}, {summary.strategy})"
+        f"({summary.selection_rate:.1%}, budget {summary.budget:.1%}, {summary.strategy})",
+        pad=26,
     )
-    ax.legend(loc="upper right")
+    ax.legend(
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=4,
+        frameon=False,
+        borderaxespad=0.2,
+        fontsize="small",
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_timeline(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path:
+    """Score over time with the adaptive threshold and the selections marked."""
+    fig = timeline_figure(rows, summary)
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
-def plot_track(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path | None:
-    """The ego track coloured by score, selections marked; None if the drive has no poses."""
+def track_figure(rows: Sequence[FrameRow], summary: Summary) -> Any | None:
+    """The ego track coloured by score (``plot_track`` saves it); None without poses.
+
+    The colour scale spans the scores of this drive (a fixed 0-1 scale painted every point
+    the same green: real scores often sit within 0.2 of each other); frames without a score
+    are grey.
+    """
     pts = [r for r in rows if r.x_m is not None and r.y_m is not None]
     if not pts:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 7), dpi=110)
-    xs = [r.x_m for r in pts]
-    ys = [r.y_m for r in pts]
-    scores = [r.score if r.score is not None else float("nan") for r in pts]
-    sc = ax.scatter(xs, ys, c=scores, s=6, cmap="viridis", vmin=0.0, vmax=1.0)
-    fig.colorbar(sc, ax=ax, label="selection score")
+    scored = [r for r in pts if r.score is not None and math.isfinite(r.score)]
+    unscored = [r for r in pts if r not in scored]
+    if unscored:
+        ax.scatter(
+            [r.x_m for r in unscored],
+            [r.y_m for r in unscored],
+            s=8,
+            c="0.7",
+            label="not scored",
+        )
+    if scored:
+        scores = [r.score for r in scored if r.score is not None]
+        lo, hi = min(scores), max(scores)
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.05, hi + 0.05
+        sc = ax.scatter(
+            [r.x_m for r in scored],
+            [r.y_m for r in scored],
+            c=scores,
+            s=14,
+            cmap="viridis",
+            vmin=lo,
+            vmax=hi,
+        )
+        fig.colorbar(sc, ax=ax, label="selection score (range of this drive)", shrink=0.85)
     sel = [r for r in pts if r.selected]
     if sel:
         ax.scatter(
             [r.x_m for r in sel],
             [r.y_m for r in sel],
-            s=60,
+            s=70,
             facecolors="none",
             edgecolors="red",
+            linewidths=1.2,
             label="selected",
         )
+    if sel or unscored:
         ax.legend(loc="best")
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("east (m)")
@@ -300,6 +374,14 @@ def plot_track(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path |
     ax.set_title(f"{summary.drive}: ego track coloured by score")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_track(path: Path, rows: Sequence[FrameRow], summary: Summary) -> Path | None:
+    """The ego track coloured by score, selections marked; None if the drive has no poses."""
+    fig = track_figure(rows, summary)
+    if fig is None:
+        return None
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
