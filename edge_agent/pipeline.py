@@ -137,6 +137,7 @@ class Pipeline:
                 detail = "; ".join(e.message for e in item.problems)
                 return self._drop(row.reason, row, "frame %s dropped: %s", item.seq, detail)
             for e in item.problems:
+                self.metrics.sensor_files_dropped.labels(str(e.reason)).inc()
                 self._limited.log(
                     f"source_{e.reason}",
                     logging.WARNING,
