@@ -43,7 +43,17 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="a recorded drive through the same pipeline, with a report")
     rp.add_argument("drive", type=Path, help="a recorded drive (KITTI, nuScenes, AV2, ...)")
-    rp.add_argument("--config", type=Path, help="TOML configuration file (defaults otherwise)")
+    rp.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration file with the [models] to score with (defaults otherwise)",
+    )
+    rp.add_argument(
+        "--no-models",
+        action="store_true",
+        help="replay without models (every uncertainty 0: time and space diversity only); "
+        "without it, a configuration with no [models] is refused",
+    )
     rp.add_argument(
         "--speed", default="max", help="max (default), realtime, or a factor like 2 or 0.5"
     )
@@ -102,12 +112,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _replay(args: argparse.Namespace, cfg: AgentConfig) -> int:
-    from edge_agent.replay import parse_speed, replay
+    import dataclasses
 
+    from edge_agent.errors import ReportDirError
+    from edge_agent.replay import parse_speed, replay
+    from edge_agent.report import check_report_dir
+
+    if args.no_models:
+        cfg = dataclasses.replace(
+            cfg, models=dataclasses.replace(cfg.models, camera=None, lidar=None)
+        )
+    elif cfg.models.camera is None and cfg.models.lidar is None:
+        where = f"in {args.config}" if args.config else "(no --config given)"
+        print(
+            f"edge-agent replay: no model configured {where}: every frame would score 0 and "
+            "the selection would mean nothing. Give a configuration with [models] camera / "
+            "lidar, e.g. `--config deploy/demo/agent.toml` (after `make models`), or pass "
+            "--no-models to replay on time and space diversity only",
+            file=sys.stderr,
+        )
+        return 2
+    speed = parse_speed(args.speed)
+    if args.report is not None:
+        try:
+            check_report_dir(args.report)  # before the replay, not after it
+        except ReportDirError as exc:
+            print(f"edge-agent replay: --report {exc}", file=sys.stderr)
+            return 2
     result = replay(
         args.drive,
         cfg,
-        speed=parse_speed(args.speed),
+        speed=speed,
         report_dir=args.report,
         kafka=args.kafka,
         topic=args.topic,
@@ -115,13 +150,22 @@ def _replay(args: argparse.Namespace, cfg: AgentConfig) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     s = result.summary
+    on = "without models (--no-models)" if args.no_models else f"on {s.provider}"
     print(
         f"{s.drive}: {s.frames_selected}/{s.frames_total} frames selected "
         f"({s.selection_rate:.1%} of {s.frames_scored} scored, budget {s.budget:.1%}), "
-        f"{s.frames_per_second:.1f} frames/s on {s.provider}"
+        f"{s.frames_per_second:.1f} frames/s {on}"
     )
     if s.dropped_by_reason:
         print("not selected: " + json.dumps(s.dropped_by_reason, sort_keys=True))
+    if s.problems_by_reason:
+        where = " (each named in problems.csv)" if result.report_files else " (--report names each)"
+        print(
+            f"problems in {s.frames_with_problems} frame(s){where}: "
+            + json.dumps(s.problems_by_reason, sort_keys=True)
+        )
+    for note in s.notes:
+        print(f"note: {note}")
     for path in result.report_files:
         print(f"report: {path}")
     return 0

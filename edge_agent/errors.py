@@ -6,7 +6,9 @@
      +-- SourceOpenError            a source cannot be opened at all (raised at construction)
      |    +-- LayoutNotRecognisedError   open_source() found no known layout at the path
      +-- BadInputError              bad content in one frame's input; internal to the
-                                    sources, which turn it into a SourceError value
+     |                              sources, which turn it into a SourceError value
+     +-- ReportDirError             the replay report directory cannot be written (checked
+                                    before the replay starts)
 
 Bad *content* inside an opened source is never raised: it becomes a
 ``edge_agent.frame.SourceError`` value that the source yields in place of the frame, and
@@ -23,7 +25,13 @@ from pathlib import Path
 
 from edge_agent.frame import SourceErrorReason
 
-__all__ = ["BadInputError", "EdgeAgentError", "LayoutNotRecognisedError", "SourceOpenError"]
+__all__ = [
+    "BadInputError",
+    "EdgeAgentError",
+    "LayoutNotRecognisedError",
+    "ReportDirError",
+    "SourceOpenError",
+]
 
 
 class EdgeAgentError(Exception):
@@ -58,3 +66,11 @@ class BadInputError(EdgeAgentError):
         self.path = str(path)
         self.message = message
         self.sensor = sensor
+
+
+class ReportDirError(EdgeAgentError):
+    """``--report DIR`` cannot be created or written; the message names it and the cause."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

@@ -71,7 +71,8 @@ class CameraImage:
     the quality gate and the model runner share one decode. ``encoded`` keeps the bytes as
     they came from the sensor or the file, with their ``encoding``, so the encoder can ship
     them without re-encoding; both are ``None`` for sources that deliver raw pixels (a ROS
-    ``sensor_msgs/Image``), and the encoder compresses those itself.
+    ``sensor_msgs/Image``), and the encoder compresses those itself. ``path`` is the file
+    it was read from, where there is one, so that reports can name it.
     """
 
     name: str
@@ -79,8 +80,9 @@ class CameraImage:
     image: NDArray[np.uint8]
     encoded: bytes | None = None
     encoding: ImageEncoding | None = None
+    path: str | None = None
     source: str | None = None
-    """Where the image came from when the name does not say it (an MCAP camera's ROS topic)."""
+    """The sensor's own name where the camera name cannot be it (an MCAP camera's ROS topic)."""
 
     def __post_init__(self) -> None:
         _read_only(self.image)
@@ -99,12 +101,14 @@ class LidarSweep:
     """One LiDAR sweep: ``points`` is ``(N, C)`` float32, column ``i`` named ``fields[i]``.
 
     The first three fields are always ``x, y, z`` in metres in the sensor (or ego) frame the
-    dataset stores; the rest are layout specific (``intensity``, ``ring``, ...).
+    dataset stores; the rest are layout specific (``intensity``, ``ring``, ...). ``path`` is
+    the file it was read from, where there is one, so that reports can name it.
     """
 
     timestamp_ns: int
     points: NDArray[np.float32]
     fields: tuple[str, ...]
+    path: str | None = None
 
     def __post_init__(self) -> None:
         _read_only(self.points)
@@ -124,6 +128,11 @@ class Frame:
     absolute time, else the recording's own clock (documented per layout in
     docs/sources.md). A frame may carry no cameras, no LiDAR or no pose; which sensors a
     layout provides is documented per source.
+
+    ``problems`` lists the sensor files the source could not read while it still built the
+    frame from the others (a sweep whose image is missing is scored on its sweep); each
+    names its file and reason, and the pipeline reports them. A frame with problems and no
+    sensor left is dropped with the first problem as its reason.
     """
 
     vehicle_id: str
@@ -133,6 +142,7 @@ class Frame:
     pose: EgoPose | None
     cameras: tuple[CameraImage, ...]
     lidar: LidarSweep | None
+    problems: tuple[SourceError, ...] = ()
 
     def camera(self, name: str) -> CameraImage | None:
         """The camera called ``name``, or ``None`` when this frame has none by that name."""

@@ -98,6 +98,13 @@ class AgentMetrics:
             ["reason"],
             registry=registry,
         )
+        self.sensor_files_dropped = Counter(
+            "fleetal_edge_sensor_files_dropped_total",
+            "Sensor files a source could not read while it kept the rest of the frame (the "
+            "frame is scored on what it has), by source reason",
+            ["reason"],
+            registry=registry,
+        )
         self.inference_seconds = Histogram(
             "fleetal_edge_inference_seconds",
             "Model inference time per frame, by model and execution provider",

@@ -3,10 +3,12 @@
 ``Pipeline.process(item)`` takes one ``Frame | SourceError`` from a source and returns the
 :class:`~edge_agent.report.FrameRow` that says what happened to it. It never raises on bad
 input: source errors, quality rejections, model errors and a full or broken spool are counted
-by reason (``fleetal_edge_frames_dropped_total``), logged at most once per reason per minute,
-and the loop carries on. The selector's decision is committed (``update``) only after the
-frame is durably in the spool, so a crash between the two can only under-count a selection,
-never lose a committed one.
+by reason (``fleetal_edge_frames_dropped_total``), logged at most once per reason per minute
+(the rest at DEBUG; ``flush_logs()`` says how many were held back), and the loop carries on.
+Every bad file and every frame dropped on an error is also on its row as a
+:class:`~edge_agent.report.Problem` naming the file, for the replay report. The selector's
+decision is committed (``update``) only after the frame is durably in the spool, so a crash
+between the two can only under-count a selection, never lose a committed one.
 
 The spool decouples scoring from the uplink: the Kafka sink drains it from its own thread, so a
 slow or absent broker never blocks this loop (back-pressure ends at the spool's byte bound,
@@ -27,8 +29,8 @@ from edge_agent.encoder import StrategyInfo, encode_frame, estimate_nbytes
 from edge_agent.frame import Frame, SourceError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models.errors import ModelError
-from edge_agent.quality import QualityGate, QualityRejection, RateLimitedLogger
-from edge_agent.report import FrameRow
+from edge_agent.quality import QualityGate, QualityIssue, QualityRejection, RateLimitedLogger
+from edge_agent.report import FrameRow, Problem
 from edge_agent.scoring import FrameModelScores, FrameScorer
 from edge_agent.spool import Spool, SpoolError
 from schemas.errors import SchemaError
@@ -92,6 +94,13 @@ class Pipeline:
         return {k: f"{m.name} {m.version}" for k, m in self._model_infos.items()}
 
     # -- the loop body -----------------------------------------------------------------------
+    def flush_logs(self) -> dict[str, int]:
+        """Log the counts held back by the rate limits (gate and pipeline); return them."""
+        held = self.gate.flush_log()
+        for key, n in self._limited.flush().items():
+            held[key] = held.get(key, 0) + n
+        return held
+
     def _drop(self, reason: str, row: FrameRow, message: str, *args: Any) -> FrameRow:
         self.metrics.frames_dropped.labels(reason).inc()
         self._limited.log(reason, logging.WARNING, message, *args)
@@ -100,30 +109,61 @@ class Pipeline:
     def process(self, item: Frame | SourceError) -> FrameRow:
         self.metrics.frames_in.inc()
         if isinstance(item, SourceError):
+            seq = -1 if item.seq is None else item.seq
+            ts = item.timestamp_ns or 0
+            problem = _source_problem(item, seq, ts, "frame_dropped")
             row = FrameRow(
-                seq=-1 if item.seq is None else item.seq,
-                timestamp_ns=item.timestamp_ns or 0,
+                seq=seq,
+                timestamp_ns=ts,
                 x_m=None,
                 y_m=None,
                 score=None,
                 threshold=None,
                 selected=False,
-                reason=f"source_{item.reason}",
+                reason=problem.reason,
+                files=(item.path,),
+                problems=(problem,),
             )
             return self._drop(row.reason, row, "bad input dropped: %s", item.message)
-        checked = self.gate.check(item)
+        files = _files(item)
+        problems: list[Problem] = []
+        if item.problems:
+            if not item.cameras and item.lidar is None:  # nothing of it could be read
+                dropped = tuple(
+                    _source_problem(e, item.seq, item.timestamp_ns, "frame_dropped")
+                    for e in item.problems
+                )
+                row = self._row(item, None, None, dropped[0].reason, files, dropped)
+                detail = "; ".join(e.message for e in item.problems)
+                return self._drop(row.reason, row, "frame %s dropped: %s", item.seq, detail)
+            for e in item.problems:
+                self.metrics.sensor_files_dropped.labels(str(e.reason)).inc()
+                self._limited.log(
+                    f"source_{e.reason}",
+                    logging.WARNING,
+                    "frame %s goes on without %s: %s",
+                    item.seq,
+                    e.sensor,
+                    e.message,
+                )
+                problems.append(_source_problem(e, item.seq, item.timestamp_ns, "sensor_dropped"))
+        checked, issues = self.gate.assess(item)
         if isinstance(checked, QualityRejection):
-            row = self._row(item, None, None, f"quality_{checked.reason}")
+            problems += [_quality_problem(item, i, "frame_dropped") for i in issues]
+            reason = f"quality_{checked.reason}"
+            row = self._row(item, None, None, reason, files, tuple(problems))
             detail = "; ".join(f"{i.sensor}: {i.detail}" for i in checked.issues)
             return self._drop(row.reason, row, "frame %s dropped by the gate: %s", item.seq, detail)
+        problems += [_quality_problem(item, i, "sensor_dropped") for i in issues]
         frame = checked
         if not frame.cameras and frame.lidar is None:  # a pose-only record: nothing to label
-            row = self._row(frame, None, None, "no_sensor_data")
+            row = self._row(frame, None, None, "no_sensor_data", files, tuple(problems))
             return self._drop("no_sensor_data", row, "frame %s has no sensor data", frame.seq)
         try:
             model_scores = self.scorer.score(frame)
         except ModelError as exc:
-            row = self._row(frame, None, None, "model_error")
+            problems.append(_frame_problem(frame, "model_error", files, str(exc)))
+            row = self._row(frame, None, None, "model_error", files, tuple(problems))
             return self._drop("model_error", row, "frame %s not scored: %s", frame.seq, exc)
         for sensor in (model_scores.camera, model_scores.lidar):
             if sensor is not None:
@@ -137,7 +177,8 @@ class Pipeline:
         try:
             decision = self.selector.decide(scores)
         except SelectorError as exc:
-            row = self._row(frame, None, None, "score_invalid")
+            problems.append(_frame_problem(frame, "score_invalid", files, str(exc)))
+            row = self._row(frame, None, None, "score_invalid", files, tuple(problems))
             return self._drop("score_invalid", row, "frame %s not decided: %s", frame.seq, exc)
         self.metrics.decision_seconds.observe(self._clock() - start)
         self.metrics.score.observe(decision.score)
@@ -147,6 +188,7 @@ class Pipeline:
             if not stored:
                 decision = dataclasses.replace(decision, selected=False)
                 row_reason = why
+                problems.append(_frame_problem(frame, why, files, "selected but not spooled"))
         self.selector.update(decision, scores)
         self.metrics.threshold.set(decision.threshold)
         if decision.selected:
@@ -155,7 +197,7 @@ class Pipeline:
         else:
             self.metrics.frames_dropped.labels(row_reason).inc()
         self.metrics.selection_rate.set(self.frames_selected / self.frames_scored)
-        return self._row(frame, decision, model_scores, row_reason)
+        return self._row(frame, decision, model_scores, row_reason, files, tuple(problems))
 
     def _frame_scores(self, frame: Frame, ms: FrameModelScores) -> FrameScores:
         if frame.pose is not None:
@@ -219,6 +261,8 @@ class Pipeline:
         decision: Decision | None,
         ms: FrameModelScores | None,
         reason: str,
+        files: tuple[str, ...] = (),
+        problems: tuple[Problem, ...] = (),
     ) -> FrameRow:
         pos = frame.pose.position_m if frame.pose is not None else None
         components: dict[str, float] = {}
@@ -234,4 +278,39 @@ class Pipeline:
             selected=decision is not None and decision.selected,
             reason=reason,
             components=components,
+            files=files,
+            problems=problems,
         )
+
+
+def _files(frame: Frame) -> tuple[str, ...]:
+    """The files a frame was read from (sensors that had one, and those that failed)."""
+    paths = [c.path for c in frame.cameras if c.path]
+    if frame.lidar is not None and frame.lidar.path:
+        paths.append(frame.lidar.path)
+    paths += [e.path for e in frame.problems if e.path]
+    return tuple(paths)
+
+
+def _source_problem(error: SourceError, seq: int, ts: int, outcome: str) -> Problem:
+    return Problem(
+        seq, ts, outcome, f"source_{error.reason}", error.sensor, error.path, error.message
+    )
+
+
+def _quality_problem(frame: Frame, issue: QualityIssue, outcome: str) -> Problem:
+    return Problem(
+        frame.seq,
+        frame.timestamp_ns,
+        outcome,
+        f"quality_{issue.reason}",
+        issue.sensor,
+        issue.path,
+        issue.detail,
+    )
+
+
+def _frame_problem(frame: Frame, reason: str, files: tuple[str, ...], detail: str) -> Problem:
+    return Problem(
+        frame.seq, frame.timestamp_ns, "frame_dropped", reason, "", ";".join(files), detail
+    )

@@ -24,7 +24,7 @@ from edge_agent.agent import MetricsObserver, Parts, build_pipeline
 from edge_agent.config import AgentConfig
 from edge_agent.frame import Frame, SourceError
 from edge_agent.models.hotswap import ModelSlot
-from edge_agent.report import FrameRow, Summary, summarise, write_report
+from edge_agent.report import FrameRow, Summary, check_report_dir, summarise, write_report
 from edge_agent.sink import KafkaSink
 from edge_agent.sources import open_source
 from edge_agent.spool import Spool
@@ -89,7 +89,12 @@ def replay(
     progress: bool = False,
     kafka_timeout_s: float = 120.0,
 ) -> ReplayResult:
-    """Replay ``drive``; returns the summary and per-frame rows, writes the report if asked."""
+    """Replay ``drive``; returns the summary and per-frame rows, writes the report if asked.
+
+    ``ReportDirError`` before anything is read if ``report_dir`` cannot be written.
+    """
+    if report_dir is not None:
+        check_report_dir(report_dir)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fleetal-replay-") as tmp:
         spool = None
@@ -124,6 +129,7 @@ def replay(
                 if isinstance(item, Frame):
                     drive_name = item.drive_id
                 rows.append(parts.pipeline.process(item))
+            parts.pipeline.flush_logs()
             if sink is not None and spool is not None:
                 _wait_delivered(spool, kafka_timeout_s)
         finally:
@@ -145,9 +151,40 @@ def replay(
         wall_seconds=wall,
         strategy=parts.pipeline.strategy.name,
         seed=cfg.agent.seed,
+        notes=explain(rows, cfg, has_models=bool(_slots(parts)), strategy=strategy),
     )
     files = write_report(report_dir, rows, summary) if report_dir is not None else []
     return ReplayResult(summary, rows, files)
+
+
+def explain(
+    rows: list[FrameRow], cfg: AgentConfig, *, has_models: bool, strategy: str
+) -> list[str]:
+    """Plain-language notes for results that would otherwise puzzle: a replay inside the
+    cold start, a replay without models."""
+    notes: list[str] = []
+    budget = cfg.selector.budget
+    scored = sum(1 for r in rows if r.score is not None)
+    selected = sum(1 for r in rows if r.selected)
+    cold = sum(1 for r in rows if r.reason.startswith("cold_start"))
+    if strategy == "stream" and scored and cold == scored:
+        what = (
+            "so nothing was selected"
+            if selected == 0
+            else f"so the {selected} selection(s) are cold-start exploration, not model scores"
+        )
+        notes.append(
+            f"the replay is shorter than the cold start: all {scored} scored frame(s) fell "
+            f"inside selector.budget.cold_start_frames = {budget.cold_start_frames}, {what}; "
+            f"replay a drive of more than {budget.cold_start_frames} frames, or lower "
+            "cold_start_frames (FLEETAL_SELECTOR__BUDGET__COLD_START_FRAMES) for a short test"
+        )
+    if not has_models:
+        notes.append(
+            "no models: every frame's uncertainty is 0, the selection follows time and space "
+            "diversity and the budget only"
+        )
+    return notes
 
 
 def _slots(parts: Parts) -> list[ModelSlot]:

@@ -14,6 +14,11 @@ Three pure decisions, unit-tested without a GPU, and one reporting step:
     inputs are bound as device ``OrtValue``s (one host-to-device copy, outputs bound to
     the CPU) only when the provider in effect runs on a GPU; the CPU path uses the plain
     ``session.run``.
+``is_auto(preference)``
+    the preference is the default (nobody asked for a particular provider): a machine
+    without a usable GPU is then normal, not a fault. ``report_providers`` says so once per
+    process at INFO and gives the detail at DEBUG; a provider asked for by name and lost is a
+    WARNING, every time.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ __all__ = [
     "ProviderPlan",
     "choose_providers",
     "effective_fallbacks",
+    "is_auto",
     "normalise_provider",
     "report_providers",
     "uses_io_binding",
@@ -123,6 +129,20 @@ def effective_fallbacks(
     return tuple(p for p in lost if p[0] in plan.requested)
 
 
+def is_auto(preference: Sequence[str]) -> bool:
+    """True when ``preference`` is the default TensorRT -> CUDA -> CPU (``auto``).
+
+    >>> is_auto(["trt", "cuda", "cpu"]), is_auto(["cuda", "cpu"])
+    (True, False)
+    """
+    return tuple(dict.fromkeys(normalise_provider(p) for p in preference)) == DEFAULT_PREFERENCE
+
+
+# Models whose CPU fallback under ``auto`` was already said at INFO in this process (the
+# machine does not grow a GPU between two model loads: once is enough).
+_CPU_FALLBACK_SAID: set[str] = set()
+
+
 def uses_io_binding(provider: str) -> bool:
     """True when the provider in effect runs on a GPU, so inputs are bound as device values.
 
@@ -132,12 +152,52 @@ def uses_io_binding(provider: str) -> bool:
     return provider in GPU_PROVIDERS
 
 
-def report_providers(model: str, plan: ProviderPlan, effective: Sequence[str]) -> str:
-    """Log the provider in effect once at INFO and every lost preference at WARNING."""
+def report_providers(
+    model: str,
+    plan: ProviderPlan,
+    effective: Sequence[str],
+    details: dict[str, str] | None = None,
+) -> str:
+    """Log the provider in effect and what was lost; return the provider in effect.
+
+    Under ``auto`` with no usable GPU: one INFO line per process ("no usable GPU ... CPU"),
+    the per-model line and each lost provider at DEBUG (``details``: why each failed to
+    load, e.g. the missing CUDA library). Otherwise: the provider in effect at INFO and
+    every lost preference at WARNING.
+    """
     primary = effective[0] if effective else CPU
-    for name, reason in effective_fallbacks(plan, effective):
-        _log.warning("model %s: provider %s requested but not in effect: %s", model, name, reason)
-    _log.info(
+    lost = effective_fallbacks(plan, effective)
+    details = details or {}
+    if is_auto(plan.requested) and primary == CPU:
+        for name, reason in lost:
+            _log.debug(
+                "model %s: %s not in effect: %s%s",
+                model,
+                name,
+                reason,
+                f" ({details[name]})" if name in details else "",
+            )
+        if not _CPU_FALLBACK_SAID:
+            _log.info(
+                "no usable GPU (TensorRT / CUDA libraries or device not found): models run on "
+                "%s; providers = ['cpu'] in [models.runner] skips the GPU attempt, "
+                "--log-level DEBUG says what was missing",
+                CPU,
+            )
+        _CPU_FALLBACK_SAID.add(model)
+        level = logging.DEBUG
+    else:
+        for name, reason in lost:
+            _log.warning(
+                "model %s: provider %s requested but not in effect: %s%s",
+                model,
+                name,
+                reason,
+                f" ({details[name]})" if name in details else "",
+            )
+        level = logging.INFO
+    _log.log(
+        level,
         "model %s: running on %s (requested %s, session has %s, io binding %s)",
         model,
         primary,

@@ -22,11 +22,12 @@ threads at once); the runner holds no per-call state.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,13 @@ from edge_agent.models.metadata import (
 )
 from edge_agent.models.preprocess import DEFAULT_POINT_SEED, prepare_image, prepare_points
 from edge_agent.models.providers import (
+    CUDA,
     DEFAULT_PREFERENCE,
+    GPU_PROVIDERS,
+    TENSORRT,
     ProviderPlan,
     choose_providers,
+    is_auto,
     normalise_provider,
     report_providers,
     uses_io_binding,
@@ -72,6 +77,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_PROVIDERS_LOGGER = "edge_agent.models.providers"  # where report_providers writes
 
 _TRAIN_HINT = (
     "check the path, or build the reference models with "
@@ -139,6 +145,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _load_failures(plan: ProviderPlan, effective: Sequence[str]) -> dict[str, str]:
+    """Why each GPU provider that was tried did not load, for the DEBUG log: the dynamic
+    loader's own message for its library (e.g. ``libcublasLt.so.13: cannot open shared
+    object file``). Only asked when DEBUG is on; never used to decide anything."""
+    lost = [p for p in plan.chosen if p in GPU_PROVIDERS and p not in effective]
+    if not lost or not logging.getLogger(_PROVIDERS_LOGGER).isEnabledFor(logging.DEBUG):
+        return {}
+    capi = Path(ort.__file__).parent / "capi"
+    libs = {
+        TENSORRT: "libonnxruntime_providers_tensorrt.so",
+        CUDA: "libonnxruntime_providers_cuda.so",
+    }
+    out: dict[str, str] = {}
+    for name in lost:
+        lib = capi / libs.get(name, "")
+        if name not in libs or not lib.is_file():
+            continue
+        try:
+            ctypes.CDLL(str(lib))
+        except OSError as exc:
+            out[name] = str(exc)
+    return out
+
+
 def _squeeze_leading(array: NDArray[Any], rank: int) -> NDArray[Any]:
     while array.ndim > rank and array.shape[0] == 1:
         array = array[0]
@@ -172,7 +202,10 @@ class ModelRunner:
         self._check_signature()
         self._outputs = [self._meta.probs_output, self._meta.embedding_output]
         self._provider = report_providers(
-            f"{self._meta.name} {self._meta.version}", self._plan, self._effective
+            f"{self._meta.name} {self._meta.version}",
+            self._plan,
+            self._effective,
+            _load_failures(self._plan, self._effective),
         )
         self._io_binding = uses_io_binding(self._provider)
 
@@ -216,8 +249,15 @@ class ModelRunner:
         # when a GPU provider fails to load; keep it out of the daemon's stdout and in the log
         # (the provider actually in effect is checked and reported after this). The redirect is
         # process-wide for that instant; the agent writes nothing else to stdout meanwhile.
+        # Under ``auto`` a GPU provider that fails to load is expected on a CPU-only machine:
+        # onnxruntime's own logger (the process-wide default one, not the session's) prints
+        # ~6 red lines per session for it, at ERROR. Silence it for the attempt; what was
+        # lost is reported by ``report_providers``, once at INFO, the detail at DEBUG.
+        quiet = is_auto(self._plan.requested) and any(p in GPU_PROVIDERS for p in self._plan.chosen)
         printed = io.StringIO()
         try:
+            if quiet:
+                ort.set_default_logger_severity(4)  # fatal only
             with contextlib.redirect_stdout(printed):
                 return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
         except (
@@ -230,6 +270,8 @@ class ModelRunner:
                 "re-export or re-download it",
             ) from exc
         finally:
+            if quiet:
+                ort.set_default_logger_severity(2)  # onnxruntime's default, warnings
             if printed.getvalue().strip():
                 _log.debug("onnxruntime at session creation: %s", printed.getvalue().strip())
 

@@ -21,7 +21,7 @@ from edge_agent.sources.base import (
     SourceOptions,
 )
 from edge_agent.sources.comma2k19 import Comma2k19Source
-from edge_agent.sources.kitti import KittiObjectSource, KittiRawSource
+from edge_agent.sources.kitti import KittiObjectSource, KittiRawSource, object_splits
 from edge_agent.sources.mcap_source import McapSource
 from edge_agent.sources.nuscenes import NuScenesSource
 from edge_agent.sources.spool_dir import SpoolDirSource, write_spool_frame
@@ -71,9 +71,8 @@ def detect_layout(path: str | Path) -> str:
             (p / f"image_0{i}" / "timestamps.txt").is_file() for i in range(4)
         ):
             return "kitti_raw"
-        for base in (p, p / "training", p / "testing"):
-            if (base / "image_2").is_dir() or (base / "velodyne").is_dir():
-                return "kitti_object"
+        if object_splits(p):
+            return "kitti_object"
         mcaps = sorted(p.glob("*.mcap"))
         if len(mcaps) == 1:
             return "mcap"
@@ -82,7 +81,7 @@ def detect_layout(path: str | Path) -> str:
         "no known recording layout: expected a .mcap file, a nuScenes *.info.json, an "
         "Argoverse 2 log (city_SE3_egovehicle.feather), a comma2k19 segment "
         "(global_pose/frame_times), a KITTI raw drive (velodyne_points/timestamps.txt) or "
-        "KITTI object (training/image_2)",
+        "KITTI object (training/ or testing/ with image_2, velodyne or velodyne_reduced)",
     )
 
 

@@ -139,7 +139,7 @@ class Av2Source(SourceBase):
             if self._closed:
                 return
             try:
-                lidar = LidarSweep(ts, read_av2_sweep(path), AV2_LIDAR_FIELDS)
+                lidar = LidarSweep(ts, read_av2_sweep(path), AV2_LIDAR_FIELDS, path=str(path))
                 cams: list[CameraImage] = []
                 for name, (cam_ts, cam_paths) in self._cameras.items():
                     j = int(matches[name][seq])

@@ -132,6 +132,7 @@ class SourceBase:
         pose: EgoPose | None,
         cameras: tuple[CameraImage, ...],
         lidar: LidarSweep | None,
+        problems: tuple[SourceError, ...] = (),
     ) -> Frame:
         return Frame(
             vehicle_id=self.options.vehicle_id,
@@ -141,6 +142,7 @@ class SourceBase:
             pose=pose,
             cameras=cameras,
             lidar=lidar,
+            problems=problems,
         )
 
     def error(
@@ -229,7 +231,12 @@ def read_image_file(path: Path, name: str, timestamp_ns: int) -> CameraImage:
         ) from exc
     image, encoding = decode_image(data, path, name)
     return CameraImage(
-        name=name, timestamp_ns=timestamp_ns, image=image, encoded=data, encoding=encoding
+        name=name,
+        timestamp_ns=timestamp_ns,
+        image=image,
+        encoded=data,
+        encoding=encoding,
+        path=str(path),
     )
 
 

@@ -11,9 +11,10 @@ Frames are built on the Velodyne clock; cameras are matched by nearest timestamp
 ``edge_agent.sources.sync``); the pose is the OXTS record interpolated at the sweep time,
 expressed in east / north / up metres relative to the drive's first OXTS fix.
 
-Object benchmark (``training/``): ``image_2/000000.png``, ``image_3`` (optional),
-``velodyne/000000.bin``. These are isolated frames without timestamps or poses: they get a
-synthetic 10 Hz clock starting at ``start_ns`` (default 0).
+Object benchmark (``training/``, ``testing/``): ``image_2/000000.png``, ``image_3``
+(optional), ``velodyne/000000.bin`` or ``velodyne_reduced/000000.bin``. These are isolated
+frames without timestamps or poses: they get a synthetic 10 Hz clock starting at
+``start_ns`` (default 0). The benchmark root reads both splits, ``training/`` first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,7 @@ __all__ = [
     "KITTI_LIDAR_FIELDS",
     "KittiObjectSource",
     "KittiRawSource",
+    "object_splits",
     "parse_kitti_timestamps",
     "read_oxts_track",
 ]
@@ -51,6 +54,8 @@ log = logging.getLogger(__name__)
 KITTI_LIDAR_FIELDS = ("x", "y", "z", "reflectance")
 KITTI_RAW_CAMERAS = ("image_00", "image_01", "image_02", "image_03")
 KITTI_OBJECT_CAMERAS = ("image_2", "image_3")
+KITTI_OBJECT_LIDAR = ("velodyne", "velodyne_reduced")
+KITTI_OBJECT_SPLITS = ("training", "testing")
 KITTI_OBJECT_PERIOD_NS = 100_000_000
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -194,7 +199,7 @@ class KittiRawSource(SourceBase):
                 if self.has_lidar:
                     path = self.root / "velodyne_points" / "data" / f"{i:010d}.bin"
                     points = read_float32_records(path, 4, "velodyne_points")
-                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS)
+                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS, path=str(path))
                 cams: list[CameraImage] = []
                 for name in self.cameras:
                     j = int(matches[name][i])
@@ -209,11 +214,40 @@ class KittiRawSource(SourceBase):
             yield self.make_frame(i, ts, poses[i], tuple(cams), lidar)
 
 
-class KittiObjectSource(SourceBase):
-    """The KITTI object benchmark layout (``training/`` or ``testing/``).
+@dataclass(frozen=True, slots=True)
+class _ObjectSplit:
+    """One split folder of the object benchmark and the sensor folders it has."""
 
-    Frames are the sorted union of ``image_2`` and ``velodyne`` file stems; ``seq`` is the
-    position in that order and ``timestamp_ns = start_ns + seq * 100 ms`` (synthetic).
+    root: Path
+    cameras: tuple[str, ...]
+    lidar_dir: str | None
+    stems: tuple[str, ...]
+
+
+def object_splits(path: Path) -> list[Path]:
+    """The split folders to read at ``path``: itself if it holds sensor folders, else its
+    ``training/`` and ``testing/`` (both, in that order, when both are there)."""
+    if _has_object_sensors(path):
+        return [path]
+    return [path / name for name in KITTI_OBJECT_SPLITS if _has_object_sensors(path / name)]
+
+
+def _has_object_sensors(path: Path) -> bool:
+    return any((path / name).is_dir() for name in (*KITTI_OBJECT_CAMERAS, *KITTI_OBJECT_LIDAR))
+
+
+class KittiObjectSource(SourceBase):
+    """The KITTI object benchmark layout: a split folder (``training/`` or ``testing/``), or
+    the benchmark root, which reads ``training/`` and then ``testing/`` as one drive.
+
+    Frames are the sorted union of the camera and LiDAR file stems of each split; ``seq`` is
+    the position in that order (continuing across splits) and ``timestamp_ns = start_ns +
+    seq * 100 ms`` (synthetic). The sweep is read from ``velodyne/``, or from
+    ``velodyne_reduced/`` (the points inside the camera's view, as mmdetection3d writes them)
+    when there is no ``velodyne/``. Each sensor file is read on its own: a frame whose image
+    is missing or unreadable is built from its sweep (and the other way round), the bad file
+    listed in ``Frame.problems``; a frame with no readable file becomes a ``SourceError``
+    (one bad file) or a sensorless frame whose ``problems`` name each bad file.
     """
 
     def __init__(
@@ -223,54 +257,90 @@ class KittiObjectSource(SourceBase):
         *,
         start_ns: int = 0,
     ) -> None:
-        root = Path(path)
-        if (root / "training").is_dir() and not (root / "image_2").is_dir():
-            root = root / "training"
+        given = Path(path)
+        dirs = object_splits(given) if given.is_dir() else []
+        root = dirs[0] if len(dirs) == 1 else given
         opts = options or SourceOptions()
         super().__init__(root, opts)
         if opts.drive_id is None:
-            parent = root.parent.name if root.name in ("training", "testing") else ""
+            parent = root.parent.name if root.name in KITTI_OBJECT_SPLITS else ""
             self.drive_id = f"{parent}_{root.name}" if parent else root.name
-        if not root.is_dir():
-            raise SourceOpenError(str(root), "not a directory; expected KITTI object training/")
+        if not given.is_dir():
+            raise SourceOpenError(
+                str(given), "not a directory; expected a KITTI object folder or its training/"
+            )
         self.start_ns = start_ns
-        self.cameras = tuple(
+        self.splits = tuple(self._split(d) for d in dirs)
+        if not any(split.stems for split in self.splits):
+            raise SourceOpenError(
+                str(given),
+                "no image_2/*.png, velodyne/*.bin or velodyne_reduced/*.bin files (here or in "
+                "training/, testing/); is this KITTI object?",
+            )
+        self.cameras = tuple(dict.fromkeys(c for split in self.splits for c in split.cameras))
+        self.has_lidar = any(split.lidar_dir for split in self.splits)
+        if len(self.splits) > 1:
+            log.info(
+                "KITTI object %s: %s, read as one drive %r (seq and the synthetic clock "
+                "continue from one split to the next)",
+                given,
+                ", then ".join(f"{s.root.name}/ ({len(s.stems)} frames)" for s in self.splits),
+                self.drive_id,
+            )
+
+    def _split(self, root: Path) -> _ObjectSplit:
+        cameras = tuple(
             name
             for name in KITTI_OBJECT_CAMERAS
-            if (root / name).is_dir() and opts.wants_camera(name)
+            if (root / name).is_dir() and self.options.wants_camera(name)
         )
-        self.has_lidar = (root / "velodyne").is_dir()
+        lidar_dir = next((d for d in KITTI_OBJECT_LIDAR if (root / d).is_dir()), None)
+        if lidar_dir == "velodyne_reduced":
+            log.info("KITTI object %s: sweeps from velodyne_reduced/ (no velodyne/)", root)
         stems: set[str] = set()
-        for name in self.cameras:
+        for name in cameras:
             stems.update(p.stem for p in (root / name).glob("*.png"))
-        if self.has_lidar:
-            stems.update(p.stem for p in (root / "velodyne").glob("*.bin"))
-        if not stems:
-            raise SourceOpenError(
-                str(root), "no image_2/*.png or velodyne/*.bin files; is this KITTI object?"
-            )
-        self.stems = tuple(sorted(stems))
+        if lidar_dir is not None:
+            stems.update(p.stem for p in (root / lidar_dir).glob("*.bin"))
+        return _ObjectSplit(root, cameras, lidar_dir, tuple(sorted(stems)))
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """Every frame's file stem, in frame order (``split/stem`` when several splits)."""
+        if len(self.splits) == 1:
+            return self.splits[0].stems
+        return tuple(f"{s.root.name}/{stem}" for s in self.splits for stem in s.stems)
 
     def __len__(self) -> int:
-        return len(self.stems)
+        return sum(len(split.stems) for split in self.splits)
 
     def frames(self) -> Iterator[Frame | SourceError]:
-        for seq, stem in enumerate(self.stems):
-            if self._closed:
-                return
-            ts = self.start_ns + seq * KITTI_OBJECT_PERIOD_NS
+        seq = 0
+        for split in self.splits:
+            for stem in split.stems:
+                if self._closed:
+                    return
+                yield self._frame(split, stem, seq)
+                seq += 1
+
+    def _frame(self, split: _ObjectSplit, stem: str, seq: int) -> Frame | SourceError:
+        ts = self.start_ns + seq * KITTI_OBJECT_PERIOD_NS
+        problems: list[SourceError] = []
+        lidar = None
+        if split.lidar_dir is not None:
+            path = split.root / split.lidar_dir / f"{stem}.bin"
             try:
-                lidar = None
-                if self.has_lidar:
-                    points = read_float32_records(
-                        self.root / "velodyne" / f"{stem}.bin", 4, "velodyne"
-                    )
-                    lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS)
-                cams = tuple(
-                    read_image_file(self.root / name / f"{stem}.png", name, ts)
-                    for name in self.cameras
-                )
+                points = read_float32_records(path, 4, split.lidar_dir)
             except BadInputError as defect:
-                yield self.error(defect, seq, ts)
-                continue
-            yield self.make_frame(seq, ts, None, cams, lidar)
+                problems.append(self.error(defect, seq, ts))
+            else:
+                lidar = LidarSweep(ts, points, KITTI_LIDAR_FIELDS, path=str(path))
+        cams: list[CameraImage] = []
+        for name in split.cameras:
+            try:
+                cams.append(read_image_file(split.root / name / f"{stem}.png", name, ts))
+            except BadInputError as defect:
+                problems.append(self.error(defect, seq, ts))
+        if not cams and lidar is None and len(problems) == 1:
+            return problems[0]
+        return self.make_frame(seq, ts, None, tuple(cams), lidar, tuple(problems))

@@ -120,7 +120,7 @@ class NuScenesSource(SourceBase):
             fields = NUSCENES_LIDAR_FIELDS[:columns] + tuple(
                 f"f{i}" for i in range(len(NUSCENES_LIDAR_FIELDS), columns)
             )
-            lidar = LidarSweep(ts, points, fields)
+            lidar = LidarSweep(ts, points, fields, path=str(path))
         cams: list[CameraImage] = []
         for name in images if isinstance(images, dict) else ():
             cam = images[name]

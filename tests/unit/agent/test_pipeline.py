@@ -147,3 +147,30 @@ def test_committee_method_on_a_model_without_committee_falls_back(tmp_path: Path
     row = parts.pipeline.process(_frames()[0])
     assert row.reason != "model_error"
     assert 0.0 <= row.components["camera"] <= 1.0
+
+
+def test_a_frame_missing_one_sensor_file_is_scored_on_the_rest_and_counted(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    root = tmp_path / "training"
+    shutil.copytree(KITTI / "training" / "image_2", root / "image_2")
+    shutil.copytree(KITTI / "training" / "velodyne", root / "velodyne")
+    missing = root / "image_2" / "000002.png"
+    missing.unlink()
+    registry = CollectorRegistry()
+    parts = build_pipeline(_config(tmp_path, diversity="none"), registry=registry, spool=None)
+    with open_source(tmp_path, vehicle_id="veh-t") as src:  # type: ignore[attr-defined]
+        rows = [parts.pipeline.process(item) for item in src.frames()]
+    assert [r.score is not None for r in rows] == [True, True, True]
+    (problem,) = rows[2].problems
+    assert (problem.outcome, problem.reason, problem.path) == (
+        "sensor_dropped",
+        "source_missing_file",
+        str(missing),
+    )
+    assert rows[2].files == (str(root / "velodyne" / "000002.bin"), str(missing))
+    labels = {"reason": "missing_file"}
+    assert registry.get_sample_value("fleetal_edge_sensor_files_dropped_total", labels) == 1
+    assert _sample(registry, "fleetal_edge_frames_scored_total") == 3

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from deploy.demo.build_drive import build as build_demo_drive
 from edge_agent.cli import main
@@ -92,7 +96,10 @@ def test_same_drive_config_models_seed_same_selection(tmp_path: Path, demo_drive
 
 def test_cli_replay_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg_file = tmp_path / "agent.toml"
-    cfg_file.write_text("[selector.budget]\ntarget_rate = 0.5\ncold_start_frames = 0\n")
+    cam = build_camera(tmp_path / "camera.onnx")
+    cfg_file.write_text(
+        f'[models]\ncamera = "{cam}"\n[selector.budget]\ntarget_rate = 0.5\ncold_start_frames = 0\n'
+    )
     rc = main(
         [
             "replay",
@@ -108,10 +115,83 @@ def test_cli_replay_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFix
     assert rc == 0
     assert "frames selected" in out
     assert "report: " in out
+    assert "problems.csv" in out
+    assert "note:" not in out
     bad = tmp_path / "bad.toml"
     bad.write_text("[selector.budget]\ntarget_rat = 0.5\n")
     assert main(["replay", str(DATA / "kitti_object"), "--config", str(bad)]) == 2
     assert "unknown key 'selector.budget.target_rat'" in capsys.readouterr().err
+
+
+def test_cli_replay_without_models_is_refused_unless_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --config (or one without [models]) used to replay with no model at all, every
+    score 0, and say nothing; now it is refused, and --no-models says it on the way."""
+    drive = str(DATA / "kitti_object")
+    assert main(["replay", drive, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no model configured" in err
+    assert "--no-models" in err
+    assert "--config deploy/demo/agent.toml" in err
+    cfg_file = tmp_path / "agent.toml"
+    cfg_file.write_text("[selector.budget]\ncold_start_frames = 0\n")
+    assert main(["replay", drive, "--config", str(cfg_file), "--no-progress"]) == 2
+    assert str(cfg_file) in capsys.readouterr().err
+    assert main(["replay", drive, "--config", str(cfg_file), "--no-models", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "without models (--no-models)" in out
+    assert "note: no models" in out
+
+
+def test_cli_replay_checks_the_report_dir_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    started: list[Path] = []
+    monkeypatch.setattr("edge_agent.replay.open_source", lambda p, **_: started.append(p))
+    rc = main(["replay", str(DATA / "kitti_object"), "--no-models", "--report", str(blocker / "r")])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert started == []  # refused before a single frame was read
+    assert f"--report {blocker / 'r'}: cannot write the report there" in captured.err
+    assert "Traceback" not in captured.err
+    assert "frames selected" not in captured.out
+
+
+def test_replay_inside_the_cold_start_says_why_nothing_was_selected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cam = build_camera(tmp_path / "camera.onnx")
+    cfg_file = tmp_path / "agent.toml"
+    cfg_file.write_text(
+        f'[models]\ncamera = "{cam}"\n[selector.budget]\ntarget_rate = 0.1\n'
+        "cold_start_frames = 10\n"
+    )
+    rc = main(
+        [
+            "replay",
+            str(DATA / "kitti_object"),
+            "--config",
+            str(cfg_file),
+            "--report",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    (note,) = summary["notes"]
+    assert "shorter than the cold start" in note
+    assert "cold_start_frames = 10" in note
+    # inside the cold start frames are only explored (at random, at the target rate)
+    if summary["frames_selected"] == 0:
+        assert "nothing was selected" in note
+    else:
+        assert "cold-start exploration, not model scores" in note
+    assert f"note: {note}" in out
 
 
 def test_speed_parsing_and_pacing() -> None:
@@ -138,3 +218,69 @@ def test_speed_parsing_and_pacing() -> None:
     out = list(paced(iter(items), 2.0, clock=lambda: now[0], sleep=sleep))  # type: ignore[arg-type]
     assert len(out) == 4
     assert slept == [0.05, 0.05, 0.05]  # twice real time: 50 ms between 100 ms frames
+
+
+def _bad_kitti_object(root: Path) -> dict[str, str]:
+    """A copy of the real KITTI object frames spoiled in three ways; path -> expected reason."""
+    src = DATA / "kitti_object" / "training"
+    train = root / "training"
+    for sub in ("image_2", "velodyne"):
+        shutil.copytree(src / sub, train / sub)
+    for stem in ("000000", "000001", "000002"):  # 9 frames: the 3 real ones, three times
+        for k in (1, 2):
+            new = f"{k}{stem[1:]}"
+            shutil.copy(src / "image_2" / f"{stem}.png", train / "image_2" / f"{new}.png")
+            shutil.copy(src / "velodyne" / f"{stem}.bin", train / "velodyne" / f"{new}.bin")
+    random_bin = train / "velodyne" / "100001.bin"
+    random_bin.write_bytes(np.random.default_rng(1).bytes(16 * 100_000))
+    dark = train / "image_2" / "200002.png"
+    Image.new("RGB", (1242, 375)).save(dark)
+    cut = train / "velodyne" / "100002.bin"
+    cut.write_bytes(cut.read_bytes()[:-6])
+    gone = train / "image_2" / "200000.png"
+    gone.unlink()
+    both_bad = (train / "image_2" / "200001.png", train / "velodyne" / "200001.bin")
+    for path in both_bad:
+        path.write_bytes(b"")
+    return {
+        str(random_bin): "quality_lidar_out_of_range",
+        str(dark): "quality_image_dark",
+        str(cut): "source_bad_size",
+        str(gone): "source_missing_file",
+        str(both_bad[0]): "source_truncated",
+        str(both_bad[1]): "source_truncated",
+    }
+
+
+def test_report_names_every_bad_file_with_its_reason(tmp_path: Path) -> None:
+    bad = _bad_kitti_object(tmp_path / "kitti_object")
+    result = replay(tmp_path / "kitti_object", _config(tmp_path), report_dir=tmp_path / "r")
+    with (tmp_path / "r" / "problems.csv").open() as fh:
+        problems = list(csv.DictReader(fh))
+    named = {p["path"]: p["reason"] for p in problems}
+    for path, reason in bad.items():
+        assert named.get(path) == reason, (path, problems)
+    outcome = {p["path"]: p["outcome"] for p in problems}
+    # every frame with one readable sensor is scored on it; the one with none is dropped
+    assert [outcome[p] for p in bad] == ["sensor_dropped"] * 4 + ["frame_dropped"] * 2
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["frames_total"] == 9
+    assert s["problems_by_reason"] == {
+        "quality_image_dark": 1,
+        "quality_lidar_out_of_range": 1,
+        "source_bad_size": 1,
+        "source_missing_file": 1,
+        "source_truncated": 2,
+    }
+    assert s["dropped_by_reason"]["source_truncated"] == 1
+    assert s["quality_by_reason"]["lidar_out_of_range"] == 1
+    assert s["quality_by_reason"]["image_dark"] == 1
+    assert s["quality_by_reason"]["sensor_dropped"] == 2
+    assert s["quality_by_reason"]["passed"] == 6  # 8 frames reached the gate
+    assert s["frames_with_problems"] == 5
+    assert result.summary.frames_scored == 8
+    with (tmp_path / "r" / "frames.csv").open() as fh:
+        frames = list(csv.DictReader(fh))
+    files = [f["files"] for f in frames]
+    assert all(files)
+    assert any(str(next(iter(bad))) in f for f in files)

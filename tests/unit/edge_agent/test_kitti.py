@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from edge_agent.frame import Frame, SourceError, SourceErrorReason
-from edge_agent.sources import KittiObjectSource, KittiRawSource, SourceOptions, open_source
+from edge_agent.sources import (
+    KittiObjectSource,
+    KittiRawSource,
+    SourceOptions,
+    detect_layout,
+    open_source,
+)
 from edge_agent.sources.kitti import parse_kitti_timestamps
 
 DATA = Path(__file__).resolve().parents[3] / "data"
@@ -188,13 +194,86 @@ def test_raw_drive_camera_selection(tmp_path: Path) -> None:
     assert [f.camera_names for f in frames] == [("image_03",), ("image_03",)]
 
 
-def test_object_layout_corrupt_bin(tmp_path: Path) -> None:
-    root = tmp_path / "training"
-    shutil.copytree(OBJECT, root, ignore=shutil.ignore_patterns("label_2", "calib"))
-    (root / "velodyne" / "000001.bin").write_bytes(b"\0" * 15)
+def _object_copy(root: Path, lidar_dir: str = "velodyne") -> Path:
+    shutil.copytree(OBJECT / "image_2", root / "image_2")
+    shutil.copytree(OBJECT / "velodyne", root / lidar_dir)
+    return root
+
+
+def test_object_layout_corrupt_bin_frame_is_scored_on_its_image(tmp_path: Path) -> None:
+    root = _object_copy(tmp_path / "training")
+    bad = root / "velodyne" / "000001.bin"
+    bad.write_bytes(b"\0" * 15)
     items = list(KittiObjectSource(tmp_path).frames())
-    assert [type(x).__name__ for x in items] == ["Frame", "SourceError", "Frame"]
-    assert _errors(items)[0].reason is SourceErrorReason.BAD_SIZE
+    assert [type(x).__name__ for x in items] == ["Frame", "Frame", "Frame"]
+    frame = _frames(items)[1]
+    assert frame.lidar is None
+    assert frame.camera_names == ("image_2",)
+    (problem,) = frame.problems
+    assert problem.reason is SourceErrorReason.BAD_SIZE
+    assert problem.path == str(bad)
+
+
+def test_object_frame_with_lidar_but_no_image_keeps_its_sweep(tmp_path: Path) -> None:
+    root = _object_copy(tmp_path / "training")
+    missing = root / "image_2" / "000001.png"
+    missing.unlink()
+    items = list(KittiObjectSource(tmp_path).frames())
+    assert not _errors(items)
+    frames = _frames(items)
+    assert [f.seq for f in frames] == [0, 1, 2]
+    assert frames[1].lidar is not None
+    assert frames[1].lidar.path == str(root / "velodyne" / "000001.bin")
+    assert frames[1].cameras == ()
+    assert [(e.reason, e.path) for e in frames[1].problems] == [
+        (SourceErrorReason.MISSING_FILE, str(missing))
+    ]
+    assert not frames[0].problems
+    # nothing readable: two bad files -> a sensorless frame naming both; one -> a SourceError
+    (root / "velodyne" / "000002.bin").write_bytes(b"\0" * 7)
+    (root / "image_2" / "000002.png").write_bytes(b"not a png")
+    last = list(KittiObjectSource(tmp_path).frames())[2]
+    assert isinstance(last, Frame)
+    assert last.lidar is None
+    assert last.cameras == ()
+    assert {e.reason for e in last.problems} == {
+        SourceErrorReason.BAD_SIZE,
+        SourceErrorReason.DECODE_FAILED,
+    }
+
+
+def test_object_velodyne_reduced_is_read(tmp_path: Path) -> None:
+    root = _object_copy(tmp_path / "kitti_object" / "training", lidar_dir="velodyne_reduced")
+    assert detect_layout(tmp_path / "kitti_object") == "kitti_object"
+    frames = _frames(list(open_source(tmp_path / "kitti_object").frames()))
+    assert len(frames) == 3
+    for f in frames:
+        assert f.lidar is not None
+        assert f.lidar.path is not None
+        assert f.lidar.path.startswith(str(root / "velodyne_reduced"))
+        assert 110_000 <= f.lidar.num_points <= 127_000
+    only_lidar = tmp_path / "lidar_only" / "training"
+    shutil.copytree(OBJECT / "velodyne", only_lidar / "velodyne_reduced")
+    assert detect_layout(tmp_path / "lidar_only") == "kitti_object"
+    assert len(_frames(list(KittiObjectSource(tmp_path / "lidar_only").frames()))) == 3
+
+
+def test_object_root_reads_training_then_testing(tmp_path: Path) -> None:
+    root = tmp_path / "kitti_object"
+    _object_copy(root / "training")
+    _object_copy(root / "testing")
+    src = KittiObjectSource(root)
+    assert len(src) == 6
+    frames = _frames(list(src.frames()))
+    assert [f.seq for f in frames] == list(range(6))
+    assert [f.timestamp_ns for f in frames] == [i * 100_000_000 for i in range(6)]
+    assert {f.drive_id for f in frames} == {"kitti_object"}
+    splits = [Path(f.lidar.path).parts[-3] for f in frames if f.lidar and f.lidar.path]
+    assert splits == ["training"] * 3 + ["testing"] * 3
+    assert src.stems[3] == "testing/000000"
+    # one split given directly, or a root with only one: as before
+    assert KittiObjectSource(root / "testing").drive_id == "kitti_object_testing"
+    assert len(KittiObjectSource(root / "testing")) == 3
 
 
 def test_raw_missing_everything_raises(tmp_path: Path) -> None:

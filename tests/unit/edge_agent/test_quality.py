@@ -241,3 +241,65 @@ def test_rate_limited_logger_keys_are_independent() -> None:
     clock.now += 60
     assert limited.log("a", logging.ERROR, "a %d", 3)
     assert records == ["a 1", "b 1", "a 3 (1 more suppressed)"]
+
+
+def test_random_bytes_and_zero_buffers_are_not_lidar_sweeps(real_frames: list[Frame]) -> None:
+    """A .bin of random bytes decodes to an (N, 4) float32 array with under 1 % NaN rows;
+    the plausibility checks reject it, and zero-filled or bad-intensity sweeps, by reason,
+    while every real sweep (KITTI, nuScenes) passes them."""
+    gate = QualityGate()
+    for frame in real_frames:
+        assert frame.lidar is not None
+        kept, issue = gate.check_lidar(frame.lidar)
+        assert issue is None
+        assert kept is frame.lidar
+    fields = ("x", "y", "z", "reflectance")
+    noise = np.frombuffer(np.random.default_rng(5).bytes(16 * 120_000), "<f4").reshape(-1, 4)
+    random_sweep = LidarSweep(0, noise.copy(), fields, path="/d/velodyne/000007.bin")
+    kept, issue = gate.check_lidar(random_sweep)
+    assert kept is None
+    assert issue is not None
+    assert issue.reason is QualityReason.LIDAR_OUT_OF_RANGE
+    assert issue.path == "/d/velodyne/000007.bin"
+    zeros = LidarSweep(0, np.zeros((120_000, 4), np.float32), fields)
+    assert gate.check_lidar(zeros)[1].reason is QualityReason.LIDAR_AT_ORIGIN  # type: ignore[union-attr]
+    real = real_frames[0].lidar
+    assert real is not None
+    pts = real.points.copy()
+    pts[::2, 3] = -5.0  # half the reflectances negative
+    bad_int = LidarSweep(0, pts, real.fields)
+    assert gate.check_lidar(bad_int)[1].reason is QualityReason.LIDAR_BAD_INTENSITY  # type: ignore[union-attr]
+    frame = _with(real_frames[0], lidar=random_sweep)
+    out, issues = gate.assess(frame)
+    assert isinstance(out, Frame)  # the camera survives, scored on what it has
+    assert out.lidar is None
+    assert [(i.reason, i.path) for i in issues] == [
+        (QualityReason.LIDAR_OUT_OF_RANGE, "/d/velodyne/000007.bin")
+    ]
+    assert gate.counts[QualityReason.LIDAR_OUT_OF_RANGE] == 1  # counted by check / assess
+    assert gate.counts[QualityReason.LIDAR_AT_ORIGIN] == 0  # check_lidar alone counts nothing
+
+
+def test_plausibility_thresholds_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_range_m"):
+        QualityConfig(max_range_m=0.0)
+    with pytest.raises(ValueError, match="origin_fraction_max"):
+        QualityConfig(origin_fraction_max=1.5)
+    with pytest.raises(ValueError, match="intensity_min"):
+        QualityConfig(intensity_min=10.0, intensity_max=1.0)
+
+
+def test_suppressed_lines_are_debug_and_flushed_as_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    limited = RateLimitedLogger(logging.getLogger("t.flush"), 60.0, clock)
+    with caplog.at_level(logging.DEBUG, logger="t.flush"):
+        for i in range(4):
+            limited.log("k", logging.WARNING, "bad file %s", f"/f{i}")
+        assert limited.flush() == {"k": 3}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    debugs = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert warnings == ["bad file /f0", "k: 3 more not logged since the last line"]
+    assert debugs == ["bad file /f1", "bad file /f2", "bad file /f3"]
+    assert limited.flush() == {}

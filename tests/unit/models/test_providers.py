@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.models import ModelRunner, RunnerConfig
+from edge_agent.models import ModelRunner, RunnerConfig, providers
 from edge_agent.models.errors import ModelConfigError
 from edge_agent.models.providers import (
     CPU,
@@ -19,7 +19,9 @@ from edge_agent.models.providers import (
     TENSORRT,
     choose_providers,
     effective_fallbacks,
+    is_auto,
     normalise_provider,
+    report_providers,
     uses_io_binding,
 )
 
@@ -82,21 +84,65 @@ def test_io_binding_only_for_gpu_providers(provider: str, bound: bool) -> None:
 
 
 def test_runner_reports_the_provider_in_effect(
-    lidar_model: Path, caplog: pytest.LogCaptureFixture
+    lidar_model: Path,
+    camera_model: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The default preference on this machine: whatever is offered, report what really runs."""
-    caplog.set_level(logging.INFO, logger="edge_agent.models.providers")
+    """The default preference (auto) on this machine: whatever is offered, report what really
+    runs. Without a usable GPU that is said once per process at INFO, with no WARNING and
+    none of onnxruntime's own red "Failed to load library" lines on stderr."""
+    monkeypatch.setattr(providers, "_CPU_FALLBACK_SAID", set())
+    caplog.set_level(logging.DEBUG, logger="edge_agent.models.providers")
     runner = ModelRunner(lidar_model)  # TensorRT -> CUDA -> CPU
+    ModelRunner(camera_model)
     assert runner.provider == runner.providers[0]
-    info = [r for r in caplog.records if r.levelno == logging.INFO]
-    assert len(info) == 1
-    assert runner.provider in info[0].getMessage()
-    gpu_lost = [p for p in (TENSORRT, CUDA) if p not in runner.providers]
-    warned = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    for name in gpu_lost:
-        assert f"provider {name} requested but not in effect" in warned
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    debug = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    err = capfd.readouterr().err
+    assert "onnxruntime" not in err, err
+    assert len(info) <= 2
+    assert any(runner.provider in m for m in info)
     if runner.provider == CPU:  # CI and this machine: no usable GPU
         assert runner.io_binding is False
+        assert len(info) == 1  # two models, one line
+        assert "no usable GPU" in info[0]
+        assert not warned
+        for name in (TENSORRT, CUDA):
+            if name in ort.get_available_providers():
+                assert f"{name} not in effect" in debug
+    # a provider asked for by name and lost stays a WARNING, every time
+    caplog.clear()
+    explicit = ModelRunner(lidar_model, config=RunnerConfig(providers=("cuda", "cpu")))
+    if explicit.provider == CPU:
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(f"provider {CUDA} requested but not in effect" in m for m in warned)
+
+
+def test_auto_cpu_fallback_is_said_once_at_info(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(providers, "_CPU_FALLBACK_SAID", set())
+    caplog.set_level(logging.DEBUG, logger="edge_agent.models.providers")
+    plan = choose_providers(ALL)
+    assert is_auto(plan.requested)
+    for model in ("camera 1", "lidar 1", "camera 2"):
+        assert report_providers(model, plan, [CPU], {CUDA: "libcublasLt.so.13: not found"}) == CPU
+    by_level = {
+        level: [r.getMessage() for r in caplog.records if r.levelno == level]
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING)
+    }
+    assert len(by_level[logging.INFO]) == 1
+    assert by_level[logging.WARNING] == []
+    assert any("libcublasLt.so.13" in m for m in by_level[logging.DEBUG])
+    assert sum("running on" in m for m in by_level[logging.DEBUG]) == 3
+    caplog.clear()
+    explicit = choose_providers(ALL, ["cuda", "cpu"])
+    assert not is_auto(explicit.requested)
+    report_providers("camera 3", explicit, [CPU])
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO]
 
 
 def test_cpu_session_uses_the_plain_run_path(
