@@ -162,8 +162,18 @@ class AgentMetrics:
         )
         self.model_swaps = Counter(
             "fleetal_edge_model_swaps_total",
-            "Model hot swaps, by result (ok, rolled_back)",
+            "Model updates and swaps, by result: ok, refused, skipped, store_failed (not "
+            "written, e.g. disk full; retried), rolled_back (automatic, error rate rose after a "
+            "swap), listener_error (the update listener failed and restarts)",
             ["result"],
+            registry=registry,
+        )
+        self.model_manifest_problems = Counter(
+            "fleetal_edge_model_manifest_problems_total",
+            "Active-model manifest problems, by problem: corrupt, missing (a model file it "
+            "names is gone), load_failed (checksum, load or smoke test), write_failed; at "
+            "start each one falls back to the configured model",
+            ["problem"],
             registry=registry,
         )
         self._running: dict[str, tuple[str, str, str, str, str]] = {}
