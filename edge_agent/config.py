@@ -73,7 +73,8 @@ class SourceSection:
     path: Path | None = None
     """The live spool directory (``run``) or a recorded drive (``replay`` takes it as argument)."""
     drive_id: str = ""
-    """Drive identity; empty: the recording's folder name (or the date for a live source)."""
+    """Drive identity; empty: the recording's folder name. For the live spool directory, the
+    base of the per-drive ids the source makes when the bridge names none (docs/sources.md)."""
     cameras: tuple[str, ...] = ()
     """Camera names to read; empty: every camera of the layout."""
     sync_tolerance_ms: float = 50.0

@@ -104,6 +104,8 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
     if cfg.rollout.enabled:
         _start_rollout(cfg, parts, stop)
     source = open_live_source(cfg)
+    if isinstance(source, SpoolDirSource):
+        parts.metrics.watch_source(lambda: source.counts)
     handler = _Stop(stop, source)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
