@@ -141,7 +141,8 @@ class RolloutSection:
     models_dir: Path | None = None
     """Where received models are kept; none: ``<agent.data_dir>/models``."""
     rollback_window_frames: int = 100
-    """After a swap, this many calls of the new model are watched for errors."""
+    """After a swap, this many calls of the new model are watched for errors (one call per
+    frame for LiDAR, one per scored camera)."""
     rollback_error_rate: float = 0.2
     """Roll back when the new model's error rate in its window exceeds the previous model's
     by more than this fraction."""
