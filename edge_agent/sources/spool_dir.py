@@ -465,6 +465,7 @@ class SpoolDirSource(SourceBase):
         self.counts: dict[str, int] = {"camera_out_of_sync": 0}
         self._limited = RateLimitedLogger(log, interval_s=60.0, clock=clock)
         self._reading = _Reading(self.options, self.drives.drive_of, self._out_of_sync)
+        self.drive_id = self.drives.drive_id or self.drive_id  # what errors are filed under
 
     def _out_of_sync(self, path: Path, camera: str, delta_ns: int) -> None:
         self.counts["camera_out_of_sync"] += 1
@@ -536,6 +537,7 @@ class SpoolDirSource(SourceBase):
                     continue
                 except FileNotFoundError:
                     continue  # taken away between listing and reading
+                self.drive_id = frame.drive_id
                 yield frame
                 # The consumer asked for the next frame: the last one is in its hands.
                 self._ack(path)
