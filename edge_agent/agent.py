@@ -20,8 +20,10 @@ from prometheus_client import CollectorRegistry
 from edge_agent.config import AgentConfig
 from edge_agent.encoder import StrategyInfo, params_sha256
 from edge_agent.metrics import AgentMetrics, SpoolStats
+from edge_agent.models import manifest
+from edge_agent.models.errors import ModelError
 from edge_agent.models.hotswap import ModelSlot
-from edge_agent.models.runner import load_model
+from edge_agent.models.runner import ScoringModel, load_model
 from edge_agent.pipeline import Pipeline
 from edge_agent.quality import QualityGate
 from edge_agent.scoring import FrameScorer
@@ -44,19 +46,76 @@ class Parts:
     spool: Spool | None
 
 
-def load_slots(cfg: AgentConfig) -> tuple[ModelSlot | None, ModelSlot | None]:
-    """The configured camera and LiDAR models, each smoke-tested; None where not configured."""
+def load_slots(
+    cfg: AgentConfig,
+    *,
+    manifest_path: Path | None = None,
+    metrics: AgentMetrics | None = None,
+) -> tuple[ModelSlot | None, ModelSlot | None]:
+    """The camera and LiDAR models, each smoke-tested; None where not configured.
+
+    With ``manifest_path`` (the daemon with rollout enabled), a kind the active-model manifest
+    names runs that file (checksum verified, smoke-tested): the model a rollout left running.
+    A manifest that is corrupt or names a missing or broken file falls back to the configured
+    model, with the reason logged and counted in ``fleetal_edge_model_manifest_problems_total``.
+    """
+    active: dict[str, manifest.ManifestEntry] = {}
+    if manifest_path is not None:
+        try:
+            active = manifest.read(manifest_path)
+        except manifest.ManifestError as exc:
+            _manifest_problem(metrics, "corrupt", str(exc))
     slots: list[ModelSlot | None] = []
-    for path, sha in (
-        (cfg.models.camera, cfg.models.camera_sha256),
-        (cfg.models.lidar, cfg.models.lidar_sha256),
+    for kind, path, sha in (
+        ("camera", cfg.models.camera, cfg.models.camera_sha256),
+        ("lidar", cfg.models.lidar, cfg.models.lidar_sha256),
     ):
         if path is None:
+            if kind in active:
+                log.info(
+                    "%s model in the manifest ignored: the config runs no %s model", kind, kind
+                )
             slots.append(None)
             continue
-        model = load_model(path, sha256=sha or None, config=cfg.models.runner)
-        slots.append(ModelSlot(model, config=cfg.models.runner))
+        slot = _manifest_slot(cfg, kind, active.get(kind), metrics)
+        if slot is None:
+            model = load_model(path, sha256=sha or None, config=cfg.models.runner)
+            slot = ModelSlot(model, config=cfg.models.runner)
+        slots.append(slot)
     return slots[0], slots[1]
+
+
+def _manifest_problem(metrics: AgentMetrics | None, problem: str, detail: str) -> None:
+    if metrics is not None:
+        metrics.model_manifest_problems.labels(problem).inc()
+    log.warning("%s; starting with the configured model instead", detail)
+
+
+def _manifest_slot(
+    cfg: AgentConfig, kind: str, entry: manifest.ManifestEntry | None, metrics: AgentMetrics | None
+) -> ModelSlot | None:
+    if entry is None:
+        return None
+    ref = entry.current
+    if not ref.path.is_file():
+        _manifest_problem(
+            metrics,
+            "missing",
+            f"{kind} model {ref.name} {ref.version} of the manifest: {ref.path} is gone",
+        )
+        return None
+    try:
+        model: ScoringModel = load_model(ref.path, sha256=ref.sha256, config=cfg.models.runner)
+        if model.metadata.kind != kind:
+            raise ModelError(f"{ref.path} is a {model.metadata.kind} model, not a {kind} model")
+        slot = ModelSlot(model, config=cfg.models.runner)
+    except ModelError as exc:
+        _manifest_problem(
+            metrics, "load_failed", f"{kind} model {ref.name} {ref.version} of the manifest: {exc}"
+        )
+        return None
+    log.info("%s model %s %s from the rollout manifest", kind, ref.name, ref.version)
+    return slot
 
 
 def sized_selector_config(cfg: SelectorConfig, embedding_dim: int) -> SelectorConfig:
@@ -140,8 +199,10 @@ def build_pipeline(
     spool: Spool | None,
     strategy: str = "stream",
     state_path: Path | None = None,
+    manifest_path: Path | None = None,
 ) -> Parts:
-    camera, lidar = load_slots(cfg)
+    metrics = AgentMetrics(registry, vehicle_id=cfg.agent.vehicle_id)
+    camera, lidar = load_slots(cfg, manifest_path=manifest_path, metrics=metrics)
     scorer = FrameScorer(
         camera=camera,
         lidar=lidar,
@@ -152,7 +213,6 @@ def build_pipeline(
     )
     sel_cfg = sized_selector_config(cfg.selector, scorer.embedding_dim())
     selector = make_selector(sel_cfg, strategy=strategy, seed=cfg.agent.seed, state_path=state_path)
-    metrics = AgentMetrics(registry, vehicle_id=cfg.agent.vehicle_id)
     metrics.target_rate.set(cfg.selector.budget.target_rate)
     if spool is not None:
         metrics.watch_spool(lambda: _spool_stats(spool))

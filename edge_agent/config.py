@@ -73,7 +73,8 @@ class SourceSection:
     path: Path | None = None
     """The live spool directory (``run``) or a recorded drive (``replay`` takes it as argument)."""
     drive_id: str = ""
-    """Drive identity; empty: the recording's folder name (or the date for a live source)."""
+    """Drive identity; empty: the recording's folder name. For the live spool directory, the
+    base of the per-drive ids the source makes when the bridge names none (docs/sources.md)."""
     cameras: tuple[str, ...] = ()
     """Camera names to read; empty: every camera of the layout."""
     sync_tolerance_ms: float = 50.0
@@ -139,6 +140,22 @@ class RolloutSection:
     """Consumer group; empty: ``edge-<vehicle_id>``, so every vehicle sees every update."""
     models_dir: Path | None = None
     """Where received models are kept; none: ``<agent.data_dir>/models``."""
+    rollback_window_frames: int = 100
+    """After a swap, this many calls of the new model are watched for errors (one call per
+    frame for LiDAR, one per scored camera)."""
+    rollback_error_rate: float = 0.2
+    """Roll back when the new model's error rate in its window exceeds the previous model's
+    by more than this fraction."""
+
+    def __post_init__(self) -> None:
+        if self.rollback_window_frames < 1:
+            raise ValueError(
+                f"rollback_window_frames must be >= 1, got {self.rollback_window_frames}"
+            )
+        if not 0.0 <= self.rollback_error_rate < 1.0:
+            raise ValueError(
+                f"rollback_error_rate must be in [0, 1), got {self.rollback_error_rate}"
+            )
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,11 @@ class AgentConfig:
     @property
     def state_path(self) -> Path:
         return self.agent.data_dir / "selector.state"
+
+    @property
+    def manifest_path(self) -> Path:
+        """The active-model manifest the rollout keeps (docs/models.md)."""
+        return self.agent.data_dir / "active_models.json"
 
 
 def load_agent_config(

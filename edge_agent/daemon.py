@@ -84,7 +84,13 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
     cfg.agent.data_dir.mkdir(parents=True, exist_ok=True)
     spool = Spool(cfg.spool_path, max_bytes=cfg.spool.max_bytes)
     registry = CollectorRegistry()
-    parts = build_pipeline(cfg, registry=registry, spool=spool, state_path=cfg.state_path)
+    parts = build_pipeline(
+        cfg,
+        registry=registry,
+        spool=spool,
+        state_path=cfg.state_path,
+        manifest_path=cfg.manifest_path if cfg.rollout.enabled else None,
+    )
     sink = KafkaSink(cfg.kafka, spool, observer=MetricsObserver(parts.metrics))
     healthy = {"ok": True, "detail": "ok"}
     ops = None
@@ -98,6 +104,8 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
     if cfg.rollout.enabled:
         _start_rollout(cfg, parts, stop)
     source = open_live_source(cfg)
+    if isinstance(source, SpoolDirSource):
+        parts.metrics.watch_source(lambda: source.counts)
     handler = _Stop(stop, source)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
@@ -142,6 +150,10 @@ def _start_rollout(cfg: AgentConfig, parts: Parts, stop: threading.Event) -> Non
         cfg.rollout.models_dir or cfg.agent.data_dir / "models",
         metrics=parts.metrics,
         on_swap=parts.pipeline.refresh_models,
+        manifest_path=cfg.manifest_path,
+        keep=[p for p in (cfg.models.camera, cfg.models.lidar) if p is not None],
+        rollback_window=cfg.rollout.rollback_window_frames,
+        rollback_error_rate=cfg.rollout.rollback_error_rate,
     )
     start_listener(
         rollout,

@@ -14,6 +14,8 @@ of multi-megabyte arrays is never what a caller wants from ``==``.
 from __future__ import annotations
 
 import enum
+import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -28,6 +30,7 @@ __all__ = [
     "LidarSweep",
     "SourceError",
     "SourceErrorReason",
+    "content_digest",
 ]
 
 ImageEncoding = Literal["png", "jpeg"]
@@ -190,3 +193,19 @@ class SourceError:
     path: str
     reason: SourceErrorReason
     message: str
+
+
+def content_digest(frame: Frame) -> str:
+    """A digest of what the sensors saw (timestamps, image bytes, sweep), not of any decision:
+    two frames with one key and different digests are two different frames (the spool refuses
+    the second as a key conflict)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(struct.pack("<qq", frame.seq, frame.timestamp_ns))
+    for cam in frame.cameras:
+        h.update(cam.name.encode("utf-8"))
+        h.update(struct.pack("<q", cam.timestamp_ns))
+        h.update(cam.encoded if cam.encoded is not None else np.ascontiguousarray(cam.image).data)
+    if frame.lidar is not None:
+        h.update(struct.pack("<q", frame.lidar.timestamp_ns))
+        h.update(np.ascontiguousarray(frame.lidar.points).data)
+    return h.hexdigest()

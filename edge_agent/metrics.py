@@ -70,6 +70,22 @@ class _QualityCollector(Collector):
         yield family
 
 
+class _SourceCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "fleetal_edge_source_sensors_left_out",
+            "Sensors the live source left out of a frame, by reason (camera_out_of_sync: "
+            "further than source.sync_tolerance_ms from the frame's reference time)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._counts().items()):
+            family.add_metric([str(reason)], count)
+        yield family
+
+
 class AgentMetrics:
     """The edge agent's metrics, registered in ``registry``."""
 
@@ -169,8 +185,18 @@ class AgentMetrics:
         )
         self.model_swaps = Counter(
             "fleetal_edge_model_swaps_total",
-            "Model hot swaps, by result (ok, rolled_back)",
+            "Model updates and swaps, by result: ok, refused, skipped, store_failed (not "
+            "written, e.g. disk full; retried), rolled_back (automatic, error rate rose after a "
+            "swap), listener_error (the update listener failed and restarts)",
             ["result"],
+            registry=registry,
+        )
+        self.model_manifest_problems = Counter(
+            "fleetal_edge_model_manifest_problems_total",
+            "Active-model manifest problems, by problem: corrupt, missing (a model file it "
+            "names is gone), load_failed (checksum, load or smoke test), write_failed; at "
+            "start each one falls back to the configured model",
+            ["problem"],
             registry=registry,
         )
         self._running: dict[str, tuple[str, str, str, str, str]] = {}
@@ -182,6 +208,10 @@ class AgentMetrics:
     def watch_quality(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Report the quality gate's per-reason counts at scrape time from ``counts()``."""
         self.registry.register(_QualityCollector(counts))
+
+    def watch_source(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Report the live source's per-reason counts at scrape time from ``counts()``."""
+        self.registry.register(_SourceCollector(counts))
 
     def set_model(self, kind: str, model: str, version: str, sha256: str, provider: str) -> None:
         """Mark ``model`` as the one running for ``kind`` (camera or lidar)."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.encoder import StrategyInfo, encode_frame, estimate_nbytes
-from edge_agent.frame import Frame, SourceError
+from edge_agent.frame import Frame, SourceError, content_digest
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models.errors import ModelError
 from edge_agent.quality import QualityGate, QualityIssue, QualityRejection, RateLimitedLogger
@@ -236,7 +236,9 @@ class Pipeline:
             return True, ""
         key = frame_key(frame.vehicle_id, frame.drive_id, frame.seq)
         try:
-            result = self.spool.put(key, payload, decision.score)
+            result = self.spool.put(
+                key, payload, decision.score, content_digest=content_digest(frame)
+            )
         except SpoolError as exc:
             self._limited.log("spool_error", logging.ERROR, "frame %s not spooled: %s", key, exc)
             return False, "spool_error"
@@ -250,6 +252,8 @@ class Pipeline:
             )
         if result.stored or result.status == "duplicate":
             return True, ""
+        if result.status == "conflict":  # the spool logged it; counted by the caller
+            return False, "spool_key_conflict"
         self._limited.log(
             "spool_rejected", logging.WARNING, "frame %s not spooled: %s", key, result.reason
         )

@@ -11,8 +11,24 @@ each update it:
 3. hot-swaps it into the slot of its kind (:class:`ModelSlot`: smoke inference first; a model
    that fails to load, fails the smoke test or changes the output shapes is refused and the
    running model stays);
-4. counts the outcome in ``fleetal_edge_model_swaps_total{result}`` (``ok``, ``refused``,
-   ``skipped``) and commits the offset, so a refused update is not retried forever.
+4. records the new model (and the one it replaced) in the active-model manifest
+   (:mod:`edge_agent.models.manifest`), which the daemon loads at start, so a reboot keeps the
+   rolled-out model;
+5. prunes ``models_dir``: only the current and the previous model of each slot (and files the
+   config names) stay; refused and superseded files are deleted;
+6. counts the outcome in ``fleetal_edge_model_swaps_total{result}`` (``ok``, ``refused``,
+   ``skipped``, ``store_failed``, ``rolled_back``) and commits the offset, so a refused
+   update is not retried forever.
+
+A model that cannot be stored (disk full: ``OSError`` while writing) is ``store_failed``: the
+running model stays, the offset is not committed, and the listener reconnects after
+``retry_s`` and reads the update again. No error ends the listener thread: anything
+unexpected is logged with its traceback, counted (``result="listener_error"``) and retried.
+
+After every swap the slot watches the new model (:meth:`ModelSlot.watch`): when its error rate
+over its first ``rollback_window`` calls rises more than ``rollback_error_rate`` above the
+previous model's, it rolls back on its own, counted as ``rolled_back`` and recorded in the
+manifest.
 
 Frames keep being scored throughout: the swap replaces the model reference atomically, and
 in-flight calls finish on the model they started with.
@@ -20,22 +36,26 @@ in-flight calls finish on the model they started with.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
+from edge_agent.models import manifest
 from edge_agent.models.errors import ModelError
-from edge_agent.models.hotswap import ModelSlot
+from edge_agent.models.hotswap import ModelSlot, SwapReport
+from edge_agent.models.manifest import ManifestEntry, ManifestError, ModelRef
 from edge_agent.models.metadata import read_metadata
+from edge_agent.models.runner import ScoringModel
 from schemas.chunking import Reassembler, split_payload
 from schemas.errors import SchemaError
 from schemas.messages import ModelUpdate
@@ -43,10 +63,20 @@ from schemas.wire import decode_model_update, encode
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "refused", "skipped"]
+Outcome = Literal["ok", "refused", "skipped", "store_failed"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
+ROLLBACK_WINDOW = 100
+"""Default number of calls watched after a swap (``rollout.rollback_window_frames``)."""
+ROLLBACK_ERROR_RATE = 0.2
+"""Default rise of the error rate that rolls back (``rollout.rollback_error_rate``)."""
+RETRY_S = 30.0
+"""Default wait of the listener before it reads an update again that it could not store."""
+
+
+class RetryLaterError(Exception):
+    """Internal: an update could not be stored; do not commit, read it again later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +101,45 @@ class ModelRollout:
         metrics: AgentMetrics | None = None,
         on_swap: Callable[[], None] | None = None,
         agent_version: str = __version__,
+        manifest_path: Path | None = None,
+        keep: Iterable[Path] = (),
+        rollback_window: int = ROLLBACK_WINDOW,
+        rollback_error_rate: float = ROLLBACK_ERROR_RATE,
     ) -> None:
         self.slots = dict(slots)
         self.models_dir = models_dir
         self.metrics = metrics
         self.on_swap = on_swap
         self.agent_version = agent_version
+        self.manifest_path = manifest_path
+        self.keep = {Path(p).resolve() for p in keep}
+        self._lock = threading.Lock()  # manifest and prune: the listener vs an auto-rollback
+        for kind, slot in self.slots.items():
+            slot.watch(rollback_window, rollback_error_rate, self._rollback_hook(kind))
+
+    def _rollback_hook(self, kind: str) -> Callable[[SwapReport, str], None]:
+        def rolled_back(report: SwapReport, reason: str) -> None:
+            if self.metrics is not None:
+                self.metrics.model_swaps.labels("rolled_back").inc()
+            log.error(
+                "%s model rolled back %s -> %s: %s",
+                kind,
+                report.previous_version,
+                report.active_version,
+                reason,
+            )
+            self.record()
+            if self.on_swap is not None:
+                self.on_swap()
+
+        return rolled_back
 
     def count(self, result: RolloutResult) -> RolloutResult:
         if self.metrics is not None:
             self.metrics.model_swaps.labels(result.outcome).inc()
-        level = logging.INFO if result.outcome != "refused" else logging.WARNING
+        level = {"refused": logging.WARNING, "store_failed": logging.ERROR}.get(
+            result.outcome, logging.INFO
+        )
         log.log(level, "model update %s: %s", result.outcome, result.detail)
         return result
 
@@ -128,28 +186,42 @@ class ModelRollout:
                     "refused", f"{what}: sha256 {digest[:12]} != {update.sha256[:12]} (corrupt)"
                 )
             )
-        path = self._store(update, data)
+        try:
+            path = self._store(update, data)
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            return self.count(
+                RolloutResult(
+                    "store_failed",
+                    f"{what}: cannot store it under {self.models_dir} ({exc}); "
+                    + ("the disk is full: free space there" if full else "check that disk")
+                    + "; the running model stays and the update is read again later",
+                )
+            )
+        result = self._activate(update, path, what)
+        if result.outcome != "ok":
+            self.prune()  # the refused file goes
+        return self.count(result)
+
+    def _activate(self, update: ModelUpdate, path: Path, what: str) -> RolloutResult:
         try:
             kind = read_metadata(path).kind
         except ModelError as exc:
-            return self.count(RolloutResult("refused", f"{what}: {exc}"))
+            return RolloutResult("refused", f"{what}: {exc}")
         slot = self.slots.get(kind)
         if slot is None:
-            return self.count(
-                RolloutResult("refused", f"{what} is a {kind} model; this agent runs none")
-            )
+            return RolloutResult("refused", f"{what} is a {kind} model; this agent runs none")
         try:
             report = slot.swap(path, update.sha256)
         except ModelError as exc:
-            return self.count(RolloutResult("refused", str(exc)))
+            return RolloutResult("refused", str(exc))
+        self.record()
         if self.on_swap is not None:
             self.on_swap()
-        return self.count(
-            RolloutResult(
-                "ok",
-                f"{kind} {report.previous_version} -> {report.active_version} on "
-                f"{report.provider} in {report.seconds:.2f} s",
-            )
+        return RolloutResult(
+            "ok",
+            f"{kind} {report.previous_version} -> {report.active_version} on "
+            f"{report.provider} in {report.seconds:.2f} s",
         )
 
     def _store(self, update: ModelUpdate, data: bytes) -> Path:
@@ -157,12 +229,91 @@ class ModelRollout:
         name = _SAFE.sub("_", f"{update.name}-{update.version}") + ".onnx"
         path = self.models_dir / name
         tmp = path.with_suffix(".onnx.tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a partial file must not fill the disk further
+            raise
         return path
+
+    # -- the manifest and the models folder --------------------------------------------------
+    def record(self) -> None:
+        """Write what every slot runs (and its rollback target) to the manifest, then prune.
+
+        A manifest that cannot be written is logged and counted; the swap itself stands.
+        """
+        if self.manifest_path is None:
+            return
+        with self._lock:
+            try:
+                on_disk = manifest.read(self.manifest_path)
+            except ManifestError:
+                on_disk = {}
+            entries = {}
+            for kind, slot in self.slots.items():
+                current = _ref(slot.current)
+                previous = None if slot.previous is None else _ref(slot.previous)
+                known = on_disk.get(kind)
+                if previous is None and known is not None and known.current == current:
+                    previous = known.previous  # loaded at start: its rollback target stays
+                entries[kind] = ManifestEntry(current, previous)
+            try:
+                manifest.write(self.manifest_path, entries)
+            except OSError as exc:
+                if self.metrics is not None:
+                    self.metrics.model_manifest_problems.labels("write_failed").inc()
+                log.error(
+                    "model manifest %s not written (%s): after a restart the agent runs the "
+                    "models of the previous manifest or the config; free space there",
+                    self.manifest_path,
+                    exc,
+                )
+                return
+        self.prune()
+
+    def prune(self) -> list[Path]:
+        """Delete model files in ``models_dir`` that no slot, manifest entry or config needs."""
+        with self._lock:
+            needed = set(self.keep)
+            for slot in self.slots.values():
+                for model in (slot.current, slot.previous):
+                    if model is not None:
+                        needed.add(Path(model.runner.path).resolve())
+            if self.manifest_path is not None:
+                try:
+                    on_disk = manifest.read(self.manifest_path)
+                except ManifestError:
+                    on_disk = {}
+                for entry in on_disk.values():
+                    for ref in (entry.current, entry.previous):
+                        if ref is not None:
+                            needed.add(ref.path.resolve())
+            removed: list[Path] = []
+            if not self.models_dir.is_dir():
+                return removed
+            for path in sorted(self.models_dir.iterdir()):
+                if not path.is_file() or not path.name.endswith((".onnx", ".onnx.tmp")):
+                    continue
+                if path.resolve() in needed:
+                    continue
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    log.warning("model file %s not pruned: %s", path, exc)
+                    continue
+                removed.append(path)
+            if removed:
+                log.info("pruned %s", ", ".join(p.name for p in removed))
+            return removed
+
+
+def _ref(model: ScoringModel) -> ModelRef:
+    meta = model.metadata
+    return ModelRef(Path(model.runner.path).resolve(), model.runner.sha256, meta.name, meta.version)
 
 
 def model_key(update: ModelUpdate) -> str:
@@ -207,7 +358,9 @@ def consume_updates(
                     rollout.count(RolloutResult("refused", f"bad model chunk: {exc}"))
                     continue
                 if payload is not None:
-                    rollout.apply_raw(payload)
+                    result = rollout.apply_raw(payload)
+                    if result.outcome == "store_failed":
+                        raise RetryLaterError(result.detail)  # no commit: read it again later
         reasm.expire(clock())
         if batches and reasm.inflight_frames == 0:
             consumer.commit()
@@ -221,10 +374,22 @@ def start_listener(
     group_id: str,
     security: Mapping[str, Any],
     stop: threading.Event,
+    retry_s: float = RETRY_S,
 ) -> threading.Thread:
-    """A daemon thread consuming ``topic``; a broker that is away only delays updates."""
+    """A daemon thread consuming ``topic``; a broker that is away only delays updates, and no
+    error ends the thread (a full disk, a bug: logged, counted, retried after ``retry_s``)."""
 
     def run() -> None:
+        while not stop.is_set():
+            try:
+                listen_once()
+            except Exception:  # the thread must not die silently; logged with the traceback
+                if rollout.metrics is not None:
+                    rollout.metrics.model_swaps.labels("listener_error").inc()
+                log.exception("model updates: listener failed; restarting in %.0f s", retry_s)
+                stop.wait(retry_s)
+
+    def listen_once() -> None:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
@@ -246,6 +411,9 @@ def start_listener(
                 consume_updates(rollout, consumer=consumer, stop=stop)
             except KafkaError as exc:
                 log.warning("model updates: %s; reconnecting", exc)
+            except RetryLaterError as exc:
+                log.error("model updates: %s; retrying in %.0f s", exc, retry_s)
+                stop.wait(retry_s)
             finally:
                 consumer.close()
 

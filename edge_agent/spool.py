@@ -64,7 +64,7 @@ __all__ = [
     "SpoolStats",
 ]
 
-PutStatus = Literal["stored", "duplicate", "rejected"]
+PutStatus = Literal["stored", "duplicate", "conflict", "rejected"]
 SpoolErrorKind = Literal["disk_full", "corrupt", "locked", "io"]
 
 _SCHEMA_VERSION: Final = 1
@@ -131,8 +131,11 @@ class PutResult:
     """What :meth:`Spool.put` did.
 
     ``stored``: the frame is now on disk (``evicted_keys`` lists the frames removed to make
-    room, lowest score first). ``duplicate``: an entry with this key was already spooled, and
-    nothing changed. ``rejected``: the frame did not fit (``reason`` says why), nothing changed.
+    room, lowest score first). ``duplicate``: an entry with this key and the same content was
+    already spooled, and nothing changed. ``conflict``: an entry with this key but *different*
+    content is spooled (two frames claim one identity: an error, logged; ``reason`` says
+    which), nothing changed. ``rejected``: the frame did not fit (``reason`` says why),
+    nothing changed.
     """
 
     status: PutStatus
@@ -191,6 +194,13 @@ def _is_full(exc: sqlite3.Error) -> bool:
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     return _errcode(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+
+
+def _add_content_digest(conn: sqlite3.Connection) -> None:
+    """Spools written before the key-collision check get the column (empty: not compared)."""
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(frames)")}
+    if "content_digest" not in columns:
+        conn.execute("ALTER TABLE frames ADD COLUMN content_digest TEXT NOT NULL DEFAULT ''")
 
 
 class _CorruptDatabaseError(Exception):
@@ -271,6 +281,7 @@ class Spool:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_content_digest(conn)
             requeued = conn.execute(
                 "UPDATE frames SET state = 'pending' WHERE state = 'inflight'"
             ).rowcount
@@ -491,10 +502,15 @@ class Spool:
 
     # -- the queue -------------------------------------------------------------------------
 
-    def put(self, frame_key: str, payload: bytes, score: float) -> PutResult:
+    def put(
+        self, frame_key: str, payload: bytes, score: float, *, content_digest: str = ""
+    ) -> PutResult:
         """Store a frame durably (one fsynced transaction), evicting lower-scored ones if full.
 
-        Idempotent by ``frame_key``: a key already spooled is reported ``duplicate``.
+        Idempotent by ``frame_key``: a key already spooled is reported ``duplicate`` when its
+        ``content_digest`` (a digest of the sensor data, not of the payload, which carries the
+        selector's decision) is the same or either one is empty, and ``conflict`` (logged as
+        an error) when the two differ.
         Raises :class:`SpoolError` on disk full or I/O failure (nothing changed) and
         ``ValueError`` on a bad argument.
         """
@@ -509,10 +525,26 @@ class Spool:
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                if conn.execute(
-                    "SELECT 1 FROM frames WHERE frame_key = ?", (frame_key,)
-                ).fetchone():
+                existing = conn.execute(
+                    "SELECT content_digest FROM frames WHERE frame_key = ?", (frame_key,)
+                ).fetchone()
+                if existing is not None:
                     conn.execute("COMMIT")
+                    if content_digest and existing[0] and existing[0] != content_digest:
+                        log.error(
+                            "spool %s: key %s is already spooled with different content "
+                            "(digest %s, this frame %s): two frames claim one identity; the "
+                            "new one is not stored. Give each drive its own drive_id",
+                            self.path,
+                            frame_key,
+                            existing[0][:12],
+                            content_digest[:12],
+                        )
+                        return PutResult(
+                            "conflict",
+                            frame_key,
+                            reason=f"key {frame_key} is spooled with different content",
+                        )
                     self._duplicates += 1
                     return PutResult("duplicate", frame_key)
                 victims: list[tuple[int, str, int]] = []
@@ -554,9 +586,9 @@ class Spool:
                     conn.executemany("DELETE FROM frames WHERE id = ?", ids)
                     conn.executemany("DELETE FROM payloads WHERE id = ?", ids)
                 row_id = conn.execute(
-                    "INSERT INTO frames (frame_key, score, nbytes, created_ns) "
-                    "VALUES (?, ?, ?, ?) RETURNING id",
-                    (frame_key, float(score), nbytes, self._clock()),
+                    "INSERT INTO frames (frame_key, score, nbytes, created_ns, content_digest) "
+                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    (frame_key, float(score), nbytes, self._clock(), content_digest),
                 ).fetchone()[0]
                 conn.execute("INSERT INTO payloads (id, payload) VALUES (?, ?)", (row_id, payload))
                 conn.execute("COMMIT")

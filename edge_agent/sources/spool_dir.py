@@ -24,18 +24,36 @@ consumer asks for the next frame, so a crash re-delivers at most the frame in ha
 read is moved to ``rejected/`` and yielded as a ``SourceError``. ``stop()`` ends the
 iteration within one poll interval; ``idle_timeout_s`` ends it after that long without a
 new file (``None``: wait for ever).
+
+``options.cameras`` keeps only the cameras named (the others are not even decoded), and a
+camera more than ``options.sync_tolerance_ns`` from the frame's reference time (the sweep's
+timestamp, else the frame's) is left out of the frame, counted in
+``counts["camera_out_of_sync"]`` and logged (at most once a minute).
+
+**Drive ids.** An entry whose ``meta`` carries ``drive_id`` keeps it. Without one the source
+makes drive ids unique by itself: ``<base>-<UTC time of the drive's first frame>-<8 hex
+digits of a uuid4>`` (``base``: ``options.drive_id``, else the directory name), persisted
+with the last seq and timestamp in ``<directory>/.drive.json``. A frame continues the
+current drive when its seq is greater than the last one (or is the last one again, with the
+same timestamp: a frame re-delivered after a crash); a seq that goes back (the bridge
+restarted its count: a new drive) starts a new drive id. So a restarted agent carries on
+with the drive it was in, and a new drive never reuses the keys of an earlier one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +69,7 @@ from edge_agent.frame import (
     SourceError,
     SourceErrorReason,
 )
+from edge_agent.quality import RateLimitedLogger
 from edge_agent.sources.base import (
     BadInputError,
     SourceBase,
@@ -60,9 +79,13 @@ from edge_agent.sources.base import (
 )
 from edge_agent.sources.pointcloud import read_pcd, write_pcd
 
-__all__ = ["SpoolDirSource", "write_spool_frame"]
+__all__ = ["DriveTracker", "SpoolDirSource", "write_spool_frame"]
+
+log = logging.getLogger(__name__)
 
 SPOOL_SUFFIX = ".npz"
+DRIVE_STATE = ".drive.json"
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._:+=@-]+")
 
 
 def _spool_name(seq: int) -> str:
@@ -178,13 +201,73 @@ CameraData = Callable[[int, dict[str, Any]], "bytes | NDArray[np.uint8]"]
 LidarData = Callable[[dict[str, Any]], "tuple[NDArray[np.float32], tuple[str, ...]]"]
 
 
+class DriveTracker:
+    """Drive ids for entries without one (module docstring), kept in ``state_path``."""
+
+    def __init__(self, state_path: Path, base: str) -> None:
+        self.state_path = state_path
+        self.base = (_UNSAFE_ID.sub("_", base).strip("._-") or "drive")[:80]
+        self.drive_id: str | None = None
+        self._last: tuple[int, int] | None = None  # (seq, timestamp_ns)
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            self.drive_id = str(state["drive_id"])
+            self._last = (int(state["last_seq"]), int(state["last_timestamp_ns"]))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "drive state %s unreadable (%s): the next frame starts a new drive id",
+                state_path,
+                exc,
+            )
+            self.drive_id = None
+
+    def drive_of(self, seq: int, timestamp_ns: int) -> str:
+        """The drive id of the frame ``(seq, timestamp_ns)``; persists the new state."""
+        last, drive = self._last, self.drive_id
+        if drive is None or last is None or not (seq > last[0] or (seq, timestamp_ns) == last):
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(max(timestamp_ns, 0) / 1e9))
+            drive = f"{self.base}-{stamp}-{uuid.uuid4().hex[:8]}"
+            if last is not None:
+                log.info("seq %d after %d: the bridge started a new drive, %s", seq, last[0], drive)
+            fsync = True
+        else:
+            fsync = False
+        self.drive_id, self._last = drive, (seq, timestamp_ns)
+        self._save(drive, fsync=fsync)
+        return drive
+
+    def _save(self, drive: str, *, fsync: bool) -> None:
+        seq, timestamp_ns = self._last or (0, 0)
+        body = json.dumps({"drive_id": drive, "last_seq": seq, "last_timestamp_ns": timestamp_ns})
+        tmp = self.state_path.with_name(f"{self.state_path.name}.tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write(body)
+                if fsync:  # a new drive id must survive a power cut; last_seq may lag
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            log.error("drive state %s not saved (%s)", self.state_path, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What building a frame from an entry needs besides the entry."""
+
+    options: SourceOptions
+    drive_of: Callable[[int, int], str]
+    out_of_sync: Callable[[Path, str, int], None]
+
+
 def _frame_from_meta(
     path: Path,
     meta: dict[str, Any],
     camera_data: CameraData,
     lidar_data: LidarData,
-    vehicle_id: str,
-    default_drive: str,
+    ctx: _Reading,
 ) -> Frame:
     """Build the frame the contract describes; ``BadInputError`` on any breach."""
     try:
@@ -204,10 +287,16 @@ def _frame_from_meta(
                 else (float(q[0]), float(q[1]), float(q[2]), float(q[3])),
                 lat_lon_alt=_tuple3(p.get("lat_lon_alt")),
             )
+        ref_ts = int(meta["lidar"].get("timestamp_ns", ts)) if meta.get("lidar") else ts
         cams: list[CameraImage] = []
         for i, c in enumerate(meta.get("cameras", [])):
             name = str(c["name"])
+            if not ctx.options.wants_camera(name):
+                continue
             cam_ts = int(c.get("timestamp_ns", ts))
+            if abs(cam_ts - ref_ts) > ctx.options.sync_tolerance_ns:
+                ctx.out_of_sync(path, name, cam_ts - ref_ts)
+                continue
             data = camera_data(i, c)
             if c.get("encoding") is None:
                 if (
@@ -230,7 +319,8 @@ def _frame_from_meta(
             lidar = LidarSweep(
                 int(meta["lidar"].get("timestamp_ns", ts)), points.astype(np.float32), fields
             )
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        drive = str(meta.get("drive_id") or "")
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise BadInputError(
             SourceErrorReason.BAD_CONTENT,
             path,
@@ -238,8 +328,8 @@ def _frame_from_meta(
             f"{exc}); moved to rejected/: fix the bridge (docs/sources.md)",
         ) from exc
     return Frame(
-        vehicle_id=vehicle_id,
-        drive_id=str(meta.get("drive_id") or default_drive),
+        vehicle_id=ctx.options.vehicle_id,
+        drive_id=drive or ctx.drive_of(seq, ts),
         seq=seq,
         timestamp_ns=ts,
         pose=pose,
@@ -248,7 +338,7 @@ def _frame_from_meta(
     )
 
 
-def _read_spool_file(path: Path, vehicle_id: str, default_drive: str) -> Frame:
+def _read_spool_file(path: Path, ctx: _Reading) -> Frame:
     try:
         with path.open("rb") as fh:
             loaded = np.load(fh, allow_pickle=False)
@@ -276,7 +366,7 @@ def _read_spool_file(path: Path, vehicle_id: str, default_drive: str) -> Frame:
     def lidar(info: dict[str, Any]) -> tuple[NDArray[np.float32], tuple[str, ...]]:
         return arrays["lidar"], tuple(str(f) for f in info["fields"])
 
-    return _frame_from_meta(path, meta, camera, lidar, vehicle_id, default_drive)
+    return _frame_from_meta(path, meta, camera, lidar, ctx)
 
 
 def _member(folder: Path, info: dict[str, Any]) -> Path:
@@ -286,7 +376,7 @@ def _member(folder: Path, info: dict[str, Any]) -> Path:
     return folder / name
 
 
-def _read_spool_folder(path: Path, vehicle_id: str, default_drive: str) -> Frame:
+def _read_spool_folder(path: Path, ctx: _Reading) -> Frame:
     try:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -326,7 +416,7 @@ def _read_spool_folder(path: Path, vehicle_id: str, default_drive: str) -> Frame
         fields = tuple(str(f) for f in info["fields"])
         return read_float32_records(file, len(fields), "lidar"), fields
 
-    return _frame_from_meta(path, meta, camera, lidar, vehicle_id, default_drive)
+    return _frame_from_meta(path, meta, camera, lidar, ctx)
 
 
 def _move_into(path: Path, folder: Path) -> None:
@@ -371,6 +461,25 @@ class SpoolDirSource(SourceBase):
         self._stop = threading.Event()
         self.done_dir = root / "done"
         self.rejected_dir = root / "rejected"
+        self.drives = DriveTracker(root / DRIVE_STATE, self.options.drive_id or root.name)
+        self.counts: dict[str, int] = {"camera_out_of_sync": 0}
+        self._limited = RateLimitedLogger(log, interval_s=60.0, clock=clock)
+        self._reading = _Reading(self.options, self.drives.drive_of, self._out_of_sync)
+        self.drive_id = self.drives.drive_id or self.drive_id  # what errors are filed under
+
+    def _out_of_sync(self, path: Path, camera: str, delta_ns: int) -> None:
+        self.counts["camera_out_of_sync"] += 1
+        self._limited.log(
+            "camera_out_of_sync",
+            logging.WARNING,
+            "%s: camera %s is %.1f ms from the frame's reference time, more than the sync "
+            "tolerance of %.1f ms: left out of the frame (fix the bridge's sync, or raise "
+            "source.sync_tolerance_ms)",
+            path,
+            camera,
+            delta_ns / 1e6,
+            self.options.sync_tolerance_ns / 1e6,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -421,13 +530,14 @@ class SpoolDirSource(SourceBase):
                     return
                 try:
                     read = _read_spool_folder if path.is_dir() else _read_spool_file
-                    frame = read(path, self.options.vehicle_id, self.drive_id)
+                    frame = read(path, self._reading)
                 except BadInputError as defect:
                     self._reject(path)
                     yield self.error(defect, None, None)
                     continue
                 except FileNotFoundError:
                     continue  # taken away between listing and reading
+                self.drive_id = frame.drive_id
                 yield frame
                 # The consumer asked for the next frame: the last one is in its hands.
                 self._ack(path)

@@ -1,9 +1,15 @@
 """Model rollout over the real broker: chunked ModelUpdate messages hot-swap the running model;
-bad ones are refused, counted, and leave the running model in place."""
+bad ones are refused, counted, and leave the running model in place; the active model is kept
+in a manifest that the daemon loads after a restart; a full disk does not stop the listener."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,12 +19,19 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from deploy.kafka.broker import LocalKafka
+from edge_agent.agent import load_slots
+from edge_agent.config import load_agent_config
+from edge_agent.frame import Frame
 from edge_agent.metrics import AgentMetrics
+from edge_agent.models import manifest
 from edge_agent.models.hotswap import ModelSlot
 from edge_agent.models.runner import RunnerConfig, load_model
-from edge_agent.rollout import ModelRollout, consume_updates, publish_model
-from schemas.messages import ModelUpdate
-from tests.support.tiny_models import build_lidar, lidar_props
+from edge_agent.rollout import ModelRollout, consume_updates, publish_model, start_listener
+from edge_agent.sources import KittiObjectSource, write_spool_frame
+from schemas.chunking import Reassembler
+from schemas.messages import FrameEnvelope, ModelUpdate
+from schemas.wire import decode_frame
+from tests.support.tiny_models import DATA, REPO, build_lidar, lidar_props
 
 CPU = RunnerConfig(providers=("CPUExecutionProvider",))
 
@@ -38,12 +51,28 @@ def _update(path: Path, version: str, *, data: bytes | None = None, **kw: object
     return ModelUpdate(**fields)  # type: ignore[arg-type]
 
 
-def _rollout(tmp_path: Path) -> tuple[ModelRollout, ModelSlot, CollectorRegistry]:
+def _rollout(
+    tmp_path: Path, *, manifest_path: Path | None = None
+) -> tuple[ModelRollout, ModelSlot, CollectorRegistry]:
     v1 = build_lidar(tmp_path / "v1.onnx")
     slot = ModelSlot(load_model(v1, config=CPU), config=CPU)
     registry = CollectorRegistry()
     metrics = AgentMetrics(registry, vehicle_id="veh-m")
-    return ModelRollout({"lidar": slot}, tmp_path / "models", metrics=metrics), slot, registry
+    rollout = ModelRollout(
+        {"lidar": slot},
+        tmp_path / "models",
+        metrics=metrics,
+        manifest_path=manifest_path,
+        keep=[v1],
+    )
+    return rollout, slot, registry
+
+
+def _lidar_version(tmp_path: Path, n: int) -> Path:
+    return build_lidar(
+        tmp_path / f"src-v{n}.onnx",
+        props=lidar_props(version=f"tiny-lidar-{n}", name="tiny-lidar"),
+    )
 
 
 def _count(registry: CollectorRegistry, result: str) -> float:
@@ -131,3 +160,257 @@ def test_chunked_updates_over_kafka_hot_swap_while_scoring(
     assert _count(registry, "ok") == 1
     assert not errors
     assert scored[0] > 0
+
+
+def test_swaps_are_recorded_in_the_manifest_and_old_files_pruned(tmp_path: Path) -> None:
+    path = tmp_path / "agent" / manifest.MANIFEST_NAME
+    rollout, slot, _ = _rollout(tmp_path, manifest_path=path)
+    models = tmp_path / "models"
+    garbage = _update(_lidar_version(tmp_path, 9), "tiny-lidar-9", data=b"not an onnx model")
+    assert rollout.apply(garbage).outcome == "refused"
+    assert list(models.iterdir()) == []  # the refused file does not stay on the disk
+    for n in (2, 3, 4):
+        result = rollout.apply(_update(_lidar_version(tmp_path, n), f"tiny-lidar-{n}"))
+        assert result.outcome == "ok", result.detail
+        entry = manifest.read(path)["lidar"]
+        assert entry.current.version == f"tiny-lidar-{n}"
+        assert entry.current.sha256 == slot.current.runner.sha256
+        assert entry.current.path == models / f"tiny-lidar-tiny-lidar-{n}.onnx"
+        assert entry.previous is not None
+        assert entry.previous.version == f"tiny-lidar-{n - 1}"
+    # current + previous stay; v2 (superseded twice) is gone; the config's v1 is never touched
+    assert sorted(p.name for p in models.iterdir()) == [
+        "tiny-lidar-tiny-lidar-3.onnx",
+        "tiny-lidar-tiny-lidar-4.onnx",
+    ]
+    assert (tmp_path / "v1.onnx").is_file()
+    assert json.loads(path.read_text())["version"] == 1
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def _daemon_config(tmp_path: Path, **rollout: object) -> dict[str, object]:
+    return {
+        "agent": {"vehicle_id": "veh-m", "data_dir": str(tmp_path / "agent")},
+        "models": {
+            "lidar": str(build_lidar(tmp_path / "v1.onnx")),
+            "runner": {"providers": ["cpu"]},
+        },
+        "rollout": {"enabled": True, **rollout},
+    }
+
+
+def test_start_loads_the_manifest_or_falls_back_with_a_reason(tmp_path: Path) -> None:
+    cfg = load_agent_config(data=_daemon_config(tmp_path))
+    rollout, _, _ = _rollout(tmp_path, manifest_path=cfg.manifest_path)
+    assert rollout.apply(_update(_lidar_version(tmp_path, 2), "tiny-lidar-2")).outcome == "ok"
+
+    def started() -> tuple[str, CollectorRegistry]:
+        registry = CollectorRegistry()
+        metrics = AgentMetrics(registry, vehicle_id="veh-m")
+        _, lidar = load_slots(cfg, manifest_path=cfg.manifest_path, metrics=metrics)
+        assert lidar is not None
+        return lidar.current.metadata.version, registry
+
+    def problems(registry: CollectorRegistry, problem: str) -> float:
+        value = registry.get_sample_value(
+            "fleetal_edge_model_manifest_problems_total", {"problem": problem}
+        )
+        return value or 0.0
+
+    version, registry = started()
+    assert version == "tiny-lidar-2"  # the rolled-out model, not the configured one
+    assert problems(registry, "load_failed") == 0
+    # without the manifest (replay, or rollout disabled) the config speaks
+    _, lidar = load_slots(cfg)
+    assert lidar is not None
+    assert lidar.current.metadata.version == "tiny-lidar-1"
+
+    rolled = manifest.read(cfg.manifest_path)["lidar"].current.path
+    data = rolled.read_bytes()
+    rolled.write_bytes(data[:-7] + b"corrupt")  # the file went bad on the disk
+    version, registry = started()
+    assert version == "tiny-lidar-1"
+    assert problems(registry, "load_failed") == 1
+    rolled.unlink()
+    version, registry = started()
+    assert version == "tiny-lidar-1"
+    assert problems(registry, "missing") == 1
+    cfg.manifest_path.write_text("{not json")
+    version, registry = started()
+    assert version == "tiny-lidar-1"
+    assert problems(registry, "corrupt") == 1
+
+
+@pytest.mark.integration
+def test_a_full_disk_while_storing_keeps_the_listener_and_the_old_model(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    rollout, slot, registry = _rollout(tmp_path, manifest_path=tmp_path / "active.json")
+    models = tmp_path / "models"
+    models.mkdir()
+    # the temporary file of the update is /dev/full: the kernel answers ENOSPC to the write
+    (models / "tiny-lidar-tiny-lidar-2.onnx.tmp").symlink_to("/dev/full")
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    try:
+        update = _update(_lidar_version(tmp_path, 2), "tiny-lidar-2")
+        publish_model(producer, topic, update, max_message_bytes=300)
+        producer.flush(30)
+    finally:
+        producer.close()
+    stop = threading.Event()
+    thread = start_listener(
+        rollout,
+        bootstrap_servers=(kafka.bootstrap,),
+        topic=topic,
+        group_id="edge-veh-full",
+        security={},
+        stop=stop,
+        retry_s=1.0,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _count(registry, "store_failed") == 0:
+            time.sleep(0.1)
+        assert _count(registry, "store_failed") == 1
+        assert slot.current.metadata.version == "tiny-lidar-1"  # the old model stays
+        assert thread.is_alive()  # and the listener listens on
+        assert not (models / "tiny-lidar-tiny-lidar-2.onnx").exists()
+        # space came back: the uncommitted update is read again and applied
+        while time.monotonic() < deadline and slot.current.metadata.version != "tiny-lidar-2":
+            time.sleep(0.1)
+        assert slot.current.metadata.version == "tiny-lidar-2"
+        assert _count(registry, "ok") == 1
+        assert _count(registry, "listener_error") == 0
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def _spawn(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+
+def _stop(agent: subprocess.Popen[bytes], log: Path) -> None:
+    agent.send_signal(signal.SIGTERM)
+    try:
+        assert agent.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_after_a_restart_the_agent_runs_the_rolled_out_model(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    models_topic = f"{topic}.models"
+    kafka.create_topic(models_topic)
+    bridge = tmp_path / "bridge"
+    bridge.mkdir()
+    v1 = build_lidar(tmp_path / "v1.onnx")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                "[agent]",
+                'vehicle_id = "veh-m"',
+                f'data_dir = "{tmp_path / "agent"}"',
+                "[source]",
+                f'path = "{bridge}"',
+                "[models]",
+                f'lidar = "{v1}"',
+                "[models.runner]",
+                'providers = ["cpu"]',
+                "[selector]",
+                'diversity = "none"',
+                "[selector.budget]",
+                "target_rate = 1.0",
+                "cold_start_frames = 0",
+                "window = 10",
+                "[metrics]",
+                "enabled = false",
+                "[rollout]",
+                "enabled = true",
+                f'topic = "{models_topic}"',
+            ]
+        )
+        + "\n"
+    )
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLEETAL_KAFKA__BOOTSTRAP_SERVERS": f'["{kafka.bootstrap}"]',
+            "FLEETAL_KAFKA__TOPIC": topic,
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    log = tmp_path / "agent.log"
+    manifest_path = tmp_path / "agent" / manifest.MANIFEST_NAME
+    agent = _spawn(cfg, env, log)
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+        try:
+            update = _update(_lidar_version(tmp_path, 2), "tiny-lidar-2")
+            publish_model(producer, models_topic, update, max_message_bytes=300)
+            producer.flush(30)
+        finally:
+            producer.close()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and agent.poll() is None:
+            if _manifest_version(manifest_path) == "tiny-lidar-2":
+                break
+            time.sleep(0.2)
+        assert _manifest_version(manifest_path) == "tiny-lidar-2", log.read_text()[-3000:]
+    finally:
+        _stop(agent, log)
+    first_run = log.read_text()
+    assert "tiny-lidar-1 -> tiny-lidar-2" in first_run
+
+    agent = _spawn(cfg, env, log)  # the vehicle rebooted
+    try:
+        frame = next(
+            f for f in KittiObjectSource(DATA / "kitti_object").frames() if isinstance(f, Frame)
+        )
+        write_spool_frame(bridge, frame)
+        envelope = _first_frame(kafka.bootstrap, topic, timeout_s=90)
+    finally:
+        _stop(agent, log)
+    second_run = log.read_text()[len(first_run) :]
+    assert "lidar model tiny-lidar tiny-lidar-2 from the rollout manifest" in second_run
+    versions = {m.name: m.version for m in envelope.models}
+    assert versions == {"tiny-lidar": "tiny-lidar-2"}  # the frame was scored by the new model
+
+
+def _manifest_version(path: Path) -> str | None:
+    entry = manifest.read(path).get("lidar")
+    return None if entry is None else entry.current.version
+
+
+def _first_frame(bootstrap: str, topic: str, timeout_s: float) -> FrameEnvelope:
+    reasm = Reassembler(max_frame_bytes=64 << 20, max_inflight_bytes=512 << 20, timeout_s=600)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer:
+                payload = reasm.add(record.value, time.monotonic())
+                if payload is not None:
+                    return decode_frame(payload)
+    finally:
+        consumer.close()
+    raise AssertionError(f"no frame arrived on {topic} within {timeout_s} s")

@@ -120,7 +120,9 @@ def test_a_spool_failure_unselects_the_frame_and_is_counted(tmp_path: Path) -> N
     registry = CollectorRegistry()
 
     class FullSpool(Spool):
-        def put(self, frame_key: str, payload: bytes, score: float) -> object:  # type: ignore[override]
+        def put(  # type: ignore[override]
+            self, frame_key: str, payload: bytes, score: float, *, content_digest: str = ""
+        ) -> object:
             raise SpoolError("disk full", path=self.path, kind="full")
 
     spool = FullSpool(tmp_path / "spool.sqlite", max_bytes=2**20)
@@ -174,3 +176,20 @@ def test_a_frame_missing_one_sensor_file_is_scored_on_the_rest_and_counted(
     labels = {"reason": "missing_file"}
     assert registry.get_sample_value("fleetal_edge_sensor_files_dropped_total", labels) == 1
     assert _sample(registry, "fleetal_edge_frames_scored_total") == 3
+
+
+def test_two_frames_claiming_one_key_are_a_counted_conflict(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, diversity="none")
+    registry = CollectorRegistry()
+    spool = Spool(tmp_path / "spool.sqlite", max_bytes=64 * 2**20)
+    parts = build_pipeline(cfg, registry=registry, spool=spool)
+    first, other, _ = _frames()
+    assert parts.pipeline.process(first).selected
+    assert parts.pipeline.process(first).selected  # the same frame again: a duplicate, fine
+    impostor = dataclasses.replace(other, seq=first.seq)  # another frame, the same key
+    row = parts.pipeline.process(impostor)
+    assert not row.selected
+    assert row.reason == "spool_key_conflict"
+    assert _sample(registry, "fleetal_edge_frames_dropped_total", reason="spool_key_conflict") == 1
+    assert len(spool.keys()) == 1
+    spool.close()

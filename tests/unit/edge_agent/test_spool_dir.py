@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_agent.errors import SourceOpenError
-from edge_agent.frame import CameraImage, Frame, SourceError, SourceErrorReason
+from edge_agent.frame import CameraImage, Frame, SourceError, SourceErrorReason, content_digest
+from edge_agent.metrics import AgentMetrics
 from edge_agent.sources import (
     FrameSource,
     KittiObjectSource,
@@ -20,6 +22,8 @@ from edge_agent.sources import (
     SpoolDirSource,
     write_spool_frame,
 )
+from edge_agent.spool import Spool
+from schemas.messages import frame_key
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 
@@ -189,3 +193,102 @@ def test_folder_with_truncated_pcd_is_rejected(tmp_path: Path, real_frames: list
     assert err.reason is SourceErrorReason.DECODE_FAILED
     assert "lidar.pcd" in err.message
     assert (tmp_path / "rejected" / "000000000000" / "lidar.pcd").is_file()
+
+
+def _as_bridge_without_drive_id(frames: list[Frame]) -> list[Frame]:
+    """The frames as a bridge writes them that leaves ``drive_id`` out, seq from 0."""
+    return [
+        Frame("car-3", "", i, f.timestamp_ns, f.pose, f.cameras, f.lidar)
+        for i, f in enumerate(frames)
+    ]
+
+
+def test_drives_without_a_drive_id_get_unique_ids_and_all_reach_the_spool(
+    tmp_path: Path, real_frames: list[Frame]
+) -> None:
+    bridge = tmp_path / "bridge"
+    bridge.mkdir()
+    options = SourceOptions(vehicle_id="car-3")
+    got: list[Frame] = []
+    # drive 1 (KITTI frames), then the vehicle reboots: bridge and agent start again and the
+    # bridge counts from 0 for drive 2 (the nuScenes frame and a KITTI one)
+    for drive in (real_frames[:2], [real_frames[3], real_frames[2]]):
+        for f in _as_bridge_without_drive_id(drive):
+            write_spool_frame(bridge, f)
+        src = SpoolDirSource(bridge, options, idle_timeout_s=0)
+        got += [x for x in src.frames() if isinstance(x, Frame)]
+    assert [f.seq for f in got] == [0, 1, 0, 1]
+    first, second = got[0].drive_id, got[2].drive_id
+    assert got[1].drive_id == first
+    assert got[3].drive_id == second
+    assert first != second
+    assert first.startswith("bridge-")
+    assert second.startswith("bridge-")
+    # every frame keeps its own identity through the vehicle's spool
+    with Spool(tmp_path / "spool.db", max_bytes=64 << 20) as spool:
+        results = [
+            spool.put(
+                frame_key(f.vehicle_id, f.drive_id, f.seq),
+                b"payload",
+                0.5,
+                content_digest=content_digest(f),
+            )
+            for f in got
+        ]
+        assert [r.status for r in results] == ["stored"] * 4
+        assert len(spool.keys()) == 4
+
+
+def test_a_restarted_agent_carries_on_with_its_drive(
+    tmp_path: Path, real_frames: list[Frame]
+) -> None:
+    frames = _as_bridge_without_drive_id(real_frames[:3])
+    write_spool_frame(tmp_path, frames[0])
+    write_spool_frame(tmp_path, frames[1])
+    it = SpoolDirSource(tmp_path, idle_timeout_s=0).frames()
+    a = next(it)
+    b = next(it)  # the agent dies holding seq 1: it was never acknowledged
+    assert isinstance(a, Frame)
+    assert isinstance(b, Frame)
+    assert (tmp_path / "000000000001.npz").exists()
+    write_spool_frame(tmp_path, frames[2])
+    again = [x for x in SpoolDirSource(tmp_path, idle_timeout_s=0).frames()]
+    assert [x.seq for x in again if isinstance(x, Frame)] == [1, 2]
+    assert {x.drive_id for x in again if isinstance(x, Frame)} == {a.drive_id} == {b.drive_id}
+
+
+def test_the_drive_id_in_the_entry_wins(tmp_path: Path, real_frames: list[Frame]) -> None:
+    write_spool_frame(tmp_path, real_frames[0])  # drive_id "live"
+    (got,) = SpoolDirSource(tmp_path, idle_timeout_s=0).frames()
+    assert isinstance(got, Frame)
+    assert got.drive_id == "live"
+
+
+def test_configured_cameras_and_the_sync_tolerance_apply(
+    tmp_path: Path, real_frames: list[Frame], caplog: pytest.LogCaptureFixture
+) -> None:
+    nusc = real_frames[3]  # six cameras 0.5 to 43 ms before the sweep (real offsets)
+    assert nusc.lidar is not None
+    offsets = {c.name: (c.timestamp_ns - nusc.lidar.timestamp_ns) / 1e6 for c in nusc.cameras}
+    write_spool_frame(tmp_path, nusc)
+    only = SourceOptions(cameras=("CAM_FRONT", "CAM_BACK"))
+    (got,) = SpoolDirSource(tmp_path, only, idle_timeout_s=0, on_consumed="move").frames()
+    assert isinstance(got, Frame)
+    assert got.camera_names == ("CAM_FRONT", "CAM_BACK")
+
+    (tmp_path / "done" / "000000000003.npz").rename(tmp_path / "000000000003.npz")
+    tight = SourceOptions(sync_tolerance_ns=20_000_000)
+    src = SpoolDirSource(tmp_path, tight, idle_timeout_s=0)
+    with caplog.at_level("WARNING", logger="edge_agent.sources.spool_dir"):
+        (got,) = src.frames()
+    assert isinstance(got, Frame)
+    kept = {name for name, ms in offsets.items() if abs(ms) <= 20.0}
+    assert set(got.camera_names) == kept
+    assert 0 < len(kept) < len(offsets)
+    assert src.counts["camera_out_of_sync"] == len(offsets) - len(kept)
+    registry = CollectorRegistry()
+    AgentMetrics(registry, vehicle_id="car-3").watch_source(lambda: src.counts)
+    assert registry.get_sample_value(
+        "fleetal_edge_source_sensors_left_out_total", {"reason": "camera_out_of_sync"}
+    ) == len(offsets) - len(kept)
+    assert any("sync tolerance" in r.getMessage() for r in caplog.records)

@@ -465,3 +465,48 @@ def test_reopening_with_a_smaller_bound_evicts_the_lowest_scored(tmp_path: Path)
         stats = s.stats()
         assert (stats.frames, stats.bytes, stats.evicted_total) == (3, 300, 7)
         assert s.keys() == ["k9", "k8", "k7"]
+
+
+def test_a_key_collision_with_different_content_is_a_conflict_not_a_duplicate(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert spool.put("v/d/000001", b"first drive", 0.5, content_digest="aa" * 16).stored
+    # the same frame again (re-delivered after a crash, scored anew): a duplicate
+    again = spool.put("v/d/000001", b"first drive, rescored", 0.7, content_digest="aa" * 16)
+    assert again.status == "duplicate"
+    # another frame claiming the same key: an error, logged, never a silent duplicate
+    with caplog.at_level("ERROR", logger="edge_agent.spool"):
+        other = spool.put("v/d/000001", b"second drive", 0.9, content_digest="bb" * 16)
+    assert other.status == "conflict"
+    assert not other.stored
+    assert "v/d/000001" in other.reason
+    assert any("different content" in r.getMessage() for r in caplog.records)
+    [entry] = spool.lease(5, 1000)
+    assert entry.payload == b"first drive"  # the spooled frame is untouched
+    stats = spool.stats()
+    assert (stats.frames, stats.duplicate_total) == (1, 1)
+
+
+def test_a_spool_from_before_the_content_digest_opens_and_compares_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE frames (
+            id INTEGER PRIMARY KEY, frame_key TEXT NOT NULL UNIQUE, score REAL NOT NULL,
+            nbytes INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'inflight')),
+            attempts INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE payloads (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+        INSERT INTO frames (id, frame_key, score, nbytes, created_ns) VALUES (1, 'old', 0.5, 3, 1);
+        INSERT INTO payloads (id, payload) VALUES (1, x'010203');
+        """
+    )
+    conn.close()
+    with Spool(path, max_bytes=1000) as s:
+        assert s.put("old", b"xyz", 0.5, content_digest="cc" * 16).status == "duplicate"
+        assert s.put("new", b"abc", 0.5, content_digest="dd" * 16).stored
+        assert s.put("new", b"abd", 0.5, content_digest="ee" * 16).status == "conflict"
+        assert sorted(s.keys()) == ["new", "old"]

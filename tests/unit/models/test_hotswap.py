@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 from numpy.typing import NDArray
 
 from edge_agent.models import ModelError, ModelSlot, RunnerConfig, SwapError, load_model
+from edge_agent.models.errors import ModelRunError
 from edge_agent.models.hotswap import SwapReport
 from tests.support.tiny_models import build_camera, build_lidar, lidar_props
 
@@ -139,3 +141,112 @@ def test_a_broken_active_model_is_refused_at_construction(tmp_path: Path) -> Non
     bad = load_model(_version(tmp_path / "nan.onnx", "nan", seed=1, nan=True), config=CPU_ONLY)
     with pytest.raises(SwapError, match="smoke inference failed"):
         ModelSlot(bad)
+
+
+def test_rollback_smoke_tests_the_previous_model_before_it_swaps(
+    slot: ModelSlot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    nusc_points: NDArray[np.float32],
+) -> None:
+    slot.swap(_version(tmp_path / "v2.onnx", "v2", seed=2), None)
+    previous = slot.previous
+    assert previous is not None
+
+    def broken(*_: object, **__: object) -> None:
+        raise ModelRunError("the session of v1 no longer runs")
+
+    monkeypatch.setattr(previous, "score", broken)
+    with pytest.raises(SwapError, match=r"rollback refused.*still running tiny-lidar v2"):
+        slot.rollback()
+    assert slot.current.metadata.version == "v2"  # the broken model never became active
+    assert slot.score(nusc_points).model_version == "v2"
+    assert slot.previous is previous
+
+
+def _failing(model: object, monkeypatch: pytest.MonkeyPatch, fail: list[bool]) -> None:
+    """Make ``model.score`` raise while ``fail[0]`` is true (a model that breaks on real frames)."""
+    real = model.score  # type: ignore[attr-defined]
+
+    def score(*args: object, **kwargs: object) -> object:
+        if fail[0]:
+            raise ModelRunError("onnxruntime: bad output")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "score", score)
+
+
+def test_a_rising_error_rate_after_a_swap_rolls_back(
+    slot: ModelSlot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    nusc_points: NDArray[np.float32],
+) -> None:
+    rolled: list[tuple[SwapReport, str]] = []
+    slot.watch(10, 0.2, lambda report, reason: rolled.append((report, reason)))
+    for _ in range(10):  # the old model: no errors, the baseline is 0 %
+        slot.score(nusc_points)
+    slot.swap(_version(tmp_path / "v2.onnx", "v2", seed=2), None)
+    _failing(slot.current, monkeypatch, [True])
+    failures = 0
+    while slot.current.metadata.version == "v2" and failures < 10:
+        with pytest.raises(ModelRunError):
+            slot.score(nusc_points)
+        failures += 1
+    assert failures == 3  # more than 20 % of a 10-call window: the third error rolls back
+    assert slot.current.metadata.version == "v1"
+    assert slot.score(nusc_points).model_version == "v1"
+    (report, reason), *more = rolled
+    assert not more
+    assert (report.previous_version, report.active_version) == ("v2", "v1")
+    assert "3 of its first 3 calls failed" in reason
+
+
+def test_errors_within_the_threshold_keep_the_swap(
+    slot: ModelSlot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    nusc_points: NDArray[np.float32],
+) -> None:
+    rolled: list[str] = []
+    slot.watch(10, 0.2, lambda _report, reason: rolled.append(reason))
+    slot.swap(_version(tmp_path / "v2.onnx", "v2", seed=2), None)
+    fail = [False]
+    _failing(slot.current, monkeypatch, fail)
+    for i in range(10):  # 2 errors of 10: not more than 20 %
+        fail[0] = i in (3, 7)
+        try:
+            slot.score(nusc_points)
+        except ModelRunError:
+            assert fail[0]
+    fail[0] = True  # past its window the model is no longer watched
+    for _ in range(5):
+        with pytest.raises(ModelRunError):
+            slot.score(nusc_points)
+    assert slot.current.metadata.version == "v2"
+    assert rolled == []
+
+
+def test_the_previous_models_error_rate_is_the_baseline(
+    slot: ModelSlot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    nusc_points: NDArray[np.float32],
+) -> None:
+    rolled: list[str] = []
+    slot.watch(10, 0.2, lambda _report, reason: rolled.append(reason))
+    fail = [False]
+    _failing(slot.current, monkeypatch, fail)
+    for i in range(10):  # the old model fails on 3 of 10 frames (bad frames, not the model)
+        fail[0] = i < 3
+        with contextlib.suppress(ModelRunError):
+            slot.score(nusc_points)
+    slot.swap(_version(tmp_path / "v2.onnx", "v2", seed=2), None)
+    fail2 = [False]
+    _failing(slot.current, monkeypatch, fail2)
+    for i in range(10):  # the new one fails on 4 of 10: within 30 % + 20 %
+        fail2[0] = i < 4
+        with contextlib.suppress(ModelRunError):
+            slot.score(nusc_points)
+    assert slot.current.metadata.version == "v2"
+    assert rolled == []
