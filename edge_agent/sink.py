@@ -142,6 +142,11 @@ class SinkConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     idle_poll_s: float = 0.1
+    # Commands that end (replay --kafka, send) give up once nothing was acknowledged this long;
+    # the daemon never gives up. The frames left stay in a spool file (docs/spool-and-sink.md).
+    stall_timeout_s: float = 60.0
+    # kafka-python's own log lines become one summary line per this many seconds; 0: unchanged.
+    log_summary_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers or not all(self.bootstrap_servers):
@@ -177,6 +182,10 @@ class SinkConfig:
             )
         if self.idle_poll_s <= 0:
             raise ValueError(f"idle_poll_s: must be positive, got {self.idle_poll_s}")
+        if not self.stall_timeout_s > 0:
+            raise ValueError(f"stall_timeout_s: must be positive, got {self.stall_timeout_s}")
+        if not self.log_summary_s >= 0:
+            raise ValueError(f"log_summary_s: must be >= 0, got {self.log_summary_s}")
 
     def producer_kwargs(self) -> dict[str, object]:
         """kafka-python ``KafkaProducer`` keyword arguments."""
