@@ -32,7 +32,7 @@ from edge_agent.report import FrameRow, Summary, summarise, write_report
 from edge_agent.sink import KafkaSink
 from edge_agent.sources import open_source
 from edge_agent.spool import Spool
-from edge_agent.uplink import UplinkTimeoutError, remove_spool_file, wait_delivered
+from edge_agent.uplink import UplinkError, remove_spool_file, wait_delivered
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def replay(
         if sink is not None and spool is not None:
             try:
                 wait_delivered(sink, spool, timeout_s=timeout_s, topic=sink.config.topic)
-            except UplinkTimeoutError as exc:
+            except UplinkError as exc:
                 uplink_error = exc
     finally:
         source.close()

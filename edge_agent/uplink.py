@@ -30,8 +30,10 @@ from edge_agent.spool import Spool, SpoolError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FramesHeldError",
     "KafkaLogSummary",
     "SendResult",
+    "UplinkError",
     "UplinkTimeoutError",
     "install_kafka_log_summary",
     "send_spool",
@@ -42,14 +44,22 @@ _POLL_S: Final = 0.1
 KAFKA_LOGGER: Final = "kafka"
 
 
-class UplinkTimeoutError(EdgeAgentError):
-    """Kafka acknowledged nothing for ``timeout_s``; the frames left stay in ``spool_path``."""
+class UplinkError(EdgeAgentError):
+    """Frames could not all be sent; those left stay in ``spool_path``."""
 
     def __init__(self, message: str, *, address: str, spool_path: Path, frames_left: int) -> None:
         super().__init__(message)
         self.address = address
         self.spool_path = spool_path
         self.frames_left = frames_left
+
+
+class UplinkTimeoutError(UplinkError):
+    """Kafka acknowledged nothing for ``timeout_s``."""
+
+
+class FramesHeldError(UplinkError):
+    """Everything else was sent, but the broker refused some frames for good (held)."""
 
 
 def _sendable(spool: Spool) -> int:
@@ -80,6 +90,7 @@ def wait_delivered(
         except SpoolError:
             left = -1
         if left == 0:
+            _raise_if_held(spool, address)
             return
         sent = sink.stats().frames_sent_total
         now = clock()
@@ -96,6 +107,22 @@ def wait_delivered(
                 frames_left=max(left, 0),
             )
         sleep(_POLL_S)
+
+
+def _raise_if_held(spool: Spool, address: str) -> None:
+    held = spool.held_frames(limit=5)
+    if not held:
+        return
+    count = spool.stats().held
+    listed = ", ".join(f"{h.frame_key} ({h.nbytes} bytes: {h.error})" for h in held)
+    raise FramesHeldError(
+        f"Kafka at {address} refused {count} frame(s) for good: {listed}. They are kept, held, "
+        f"in the spool {spool.path}; after fixing the cause (e.g. the topic's max.message.bytes "
+        f"or its ACL) send them with: edge-agent send {spool.path} --kafka {address}",
+        address=address,
+        spool_path=spool.path,
+        frames_left=count,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +148,9 @@ def send_spool(
     if not path.exists():
         raise EdgeAgentError(f"spool {path} does not exist")
     spool = Spool(path, max_bytes=max(path.stat().st_size * 2, 1 << 20))
+    released = spool.release_held()  # asked for by name: held frames get a fresh try
+    if released:
+        log.info("%d held frame(s) of %s get a fresh try", released, path)
     sink = sink_factory(spool)
     empty = False
     try:
