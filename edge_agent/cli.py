@@ -1,7 +1,8 @@
 """``edge-agent``: run (the daemon), check (the health probe), replay (recorded drives).
 
 The only place that reads ``os.environ`` (``FLEETAL_*`` overrides) and configures logging.
-Exit codes: 0 ok, 1 unhealthy or failed, 2 bad usage or configuration.
+Exit codes, every command: 0 ok (``check``: healthy), 1 failed (``check``: unhealthy), 2 bad
+usage or a configuration ``run`` would refuse (README and docs/metrics.md list them).
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the daemon: live source -> pipeline -> spool -> Kafka")
     run.add_argument("--config", type=Path, required=True, help="TOML configuration file")
 
-    check = sub.add_parser("check", help="exit 0 if the agent can run, 1 if not (for probes)")
+    check = sub.add_parser(
+        "check",
+        help="health probe: asks the running daemon's /healthz, else checks what run needs; "
+        "exit 0 healthy, 1 unhealthy, 2 bad configuration",
+    )
     check.add_argument("--config", type=Path, required=True)
 
     rp = sub.add_parser("replay", help="a recorded drive through the same pipeline, with a report")
@@ -116,14 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(args: argparse.Namespace, cfg: AgentConfig) -> int:
     try:
         if args.command == "check":
-            from edge_agent.daemon import check
+            from edge_agent.probe import check
 
-            problems = check(cfg)
-            for problem in problems:
+            result = check(cfg)
+            for line in result.lines:
+                print(f"edge-agent check: {line}")
+            for problem in result.problems:
                 print(f"edge-agent check: {problem}", file=sys.stderr)
-            if not problems:
+            if result.code == 0:
                 print("edge-agent check: ok")
-            return 1 if problems else 0
+            return result.code
         if args.command == "run":
             from edge_agent.daemon import run
 
@@ -131,6 +138,9 @@ def _command(args: argparse.Namespace, cfg: AgentConfig) -> int:
         if args.command == "send":
             return _send(args, cfg)
         return _replay(args, cfg)
+    except ConfigError as exc:  # what run refuses beyond loading (e.g. source.path unset)
+        print(f"edge-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (EdgeAgentError, ModelError, ValueError) as exc:
         print(f"edge-agent {args.command}: {exc}", file=sys.stderr)
         return 1

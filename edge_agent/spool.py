@@ -885,9 +885,11 @@ class Spool:
         with self._lock:
             self._check_open()
             try:
+                # The oldest frame that can still leave (held ones are reported apart).
                 oldest, inflight = self._conn.execute(
-                    "SELECT MIN(created_ns), "
-                    "(SELECT COUNT(*) FROM frames WHERE state = 'inflight') FROM frames"
+                    "SELECT (SELECT created_ns FROM frames WHERE state != 'held' "
+                    "ORDER BY created_ns LIMIT 1), "
+                    "(SELECT COUNT(*) FROM frames WHERE state = 'inflight')"
                 ).fetchone()
                 held, held_bytes = self._conn.execute(
                     "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM frames WHERE state = 'held'"
