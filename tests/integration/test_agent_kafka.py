@@ -22,6 +22,7 @@ from edge_agent.frame import Frame
 from edge_agent.replay import replay
 from edge_agent.sources import open_source, write_spool_frame
 from schemas.chunking import Reassembler
+from schemas.errors import DuplicateChunkError
 from schemas.wire import decode_frame
 from tests.support.kafka_leaks import LEAK_FILTER, collect_leaked_sockets
 from tests.support.tiny_models import build_camera, build_lidar
@@ -70,7 +71,11 @@ def _consume_frames(bootstrap: str, topic: str, want: set[str], timeout_s: float
     try:
         while time.monotonic() < deadline and not want <= set(seen):
             for record in consumer:
-                payload = reasm.add(record.value, time.monotonic())
+                try:
+                    payload = reasm.add(record.value, time.monotonic())
+                except DuplicateChunkError:
+                    # at least once: an agent killed mid-frame resends the chunks it had written
+                    continue
                 if payload is not None:
                     env = decode_frame(payload)
                     seen[env.key] = seen.get(env.key, 0) + 1
@@ -225,3 +230,4 @@ def test_daemon_killed_mid_send_then_sigterm_drains(
     want = {f"veh-k/{f.drive_id}/{f.seq:06d}" for f in frames}
     seen = _consume_frames(kafka.bootstrap, topic, want, timeout_s=60)
     assert set(seen) == want
+    print(f"\nkill -9 mid-send: {sum(seen.values()) - len(seen)} frame(s) delivered twice")
