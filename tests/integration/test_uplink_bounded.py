@@ -85,7 +85,6 @@ def test_replay_without_broker_ends_keeps_the_spool_and_send_delivers_it_later(
     rc = main(["replay", str(drive), "--config", str(cfg), "--kafka", address, "--no-progress"])
     elapsed = time.monotonic() - start
     err = capsys.readouterr().err
-    print(f"\nreplay with no broker at {address}: exit {rc} after {elapsed:.1f} s")
 
     assert rc == 1
     # one clear message naming the address and the kept spool, not a traceback
@@ -115,3 +114,29 @@ def test_replay_without_broker_ends_keeps_the_spool_and_send_delivers_it_later(
     assert not kept[0].exists()
     seen = _consume_frames(kafka.bootstrap, topic, keys, timeout_s=60)
     assert set(seen) == keys
+    print(f"\nreplay with no broker at {address}: exit 1 after {elapsed:.1f} s")
+
+
+def test_replay_into_a_topic_that_refuses_every_frame_ends_at_once_with_them_held(
+    kafka: LocalKafka, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = f"t-refusing-{time.monotonic_ns()}"
+    kafka.create_topic(topic, partitions=3, configs={"max.message.bytes": "20000"})
+    drive = build_demo_drive(tmp_path / "drive", frames=10)
+    cfg = _config_file(tmp_path)
+    start = time.monotonic()
+    args = ["replay", str(drive), "--config", str(cfg), "--kafka", kafka.bootstrap]
+    rc = main([*args, "--topic", topic, "--no-progress"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    print(f"\nreplay into a refusing topic: exit {rc} after {elapsed:.1f} s")
+    assert rc == 1
+    assert f"Kafka at {kafka.bootstrap} refused" in err
+    assert "MessageSizeTooLargeError" in err
+    kept = sorted((tmp_path / "agent" / "replay-spools").glob("*.sqlite"))
+    assert len(kept) == 1
+    with Spool(kept[0], max_bytes=1 << 30) as spool:
+        stats = spool.stats()
+        assert stats.held == stats.frames
+        assert stats.held >= 3
+    assert elapsed < STALL_S * 10  # held frames end the wait: no stall timeout to sit out
