@@ -776,7 +776,12 @@ class KafkaSink:
         self._abort_at = deadline
         self._stop.set()
         if thread is not None:
-            thread.join(timeout=max(0.0, deadline - self._clock()) + 2 * _WAIT_SLICE_S + 5.0)
+            # A round may sit in a call it cannot abort: building the producer (up to
+            # bootstrap_timeout_ms) or send() waiting for metadata (up to max_block_ms).
+            blocking_s = max(self.config.bootstrap_timeout_ms, self.config.max_block_ms) / 1000
+            thread.join(
+                timeout=max(0.0, deadline - self._clock()) + 2 * _WAIT_SLICE_S + blocking_s + 1.0
+            )
             if thread.is_alive():
                 log.error("sink: sender thread did not stop within %.1f s", drain_timeout_s)
                 return

@@ -546,3 +546,21 @@ def test_frames_failed_by_a_poisoned_producer_are_judged_alone_and_only_the_culp
     assert sink.stats().held_total == 1
     assert sink.stats().rounds_failed_total == 0
     assert len(producers) <= 3  # a fresh producer after a refusal, not one per round
+
+
+def test_stop_waits_out_a_producer_construction_it_cannot_abort(spool: Spool) -> None:
+    # kafka-python blocks in KafkaProducer(...) for up to bootstrap_timeout_ms with no broker.
+    spool.put("k", b"x", 0.5)
+    building = threading.Event()
+
+    def slow_factory(kwargs: Mapping[str, object]) -> FakeProducer:
+        building.set()
+        time.sleep(6.0)
+        raise TimeoutError("Unable to bootstrap")
+
+    sink = KafkaSink(config(bootstrap_timeout_ms=8_000), spool, producer_factory=slow_factory)
+    sink.start()
+    assert building.wait(5.0)
+    sink.stop(drain_timeout_s=0.0)
+    assert sink._thread is None  # joined: no sender thread left to touch a closed spool
+    assert spool.keys("pending") == ["k"]
