@@ -15,9 +15,11 @@ and waits for the broker's acknowledgement of every chunk. Then, in one spool tr
   delivered and something failed for a retriable reason is the round failed: the producer is
   rebuilt and the sender backs off, exponentially with jitter, capped at ``backoff_max_s``.
 
-Every ``held_retry_s`` one held frame (the one held longest) rides along in a round; when it is
+Every ``held_retry_s`` one held frame (the one held longest) is sent again, alone; when it is
 delivered, whatever held them was fixed (a broker limit raised, an ACL granted) and every held
-frame goes back to pending.
+frame goes back to pending. kafka-python 3.0.12's idempotent producer turns such a refusal into
+a fatal state that fails every later send, so the producer is rebuilt once after a refusal, and
+frames refused together are each sent alone before one is held (the innocent ones then go).
 
 Nothing the pipeline thread does waits for the network: it only ever calls ``Spool.put``. A slow
 or absent broker blocks this thread, and only this one. The producer is built lazily and rebuilt
@@ -150,17 +152,14 @@ def close_producer(producer: Producer, timeout: float) -> None:
 
 
 class SinkObserver(Protocol):
-    """Optional hook for the metrics layer (histograms, error labels)."""
+    """Optional hook for the metrics layer (histograms, error labels).
+
+    An observer may also have ``held(frame_key, error)``: called for each frame set aside.
+    """
 
     def delivered(self, frame_key: str, nbytes: int, seconds: float) -> None: ...
 
     def send_failed(self, error: str) -> None: ...
-
-
-class HeldObserver(Protocol):
-    """Observers may also implement ``held``: a frame was set aside (see the module doc)."""
-
-    def held(self, frame_key: str, error: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
