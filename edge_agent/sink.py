@@ -339,6 +339,7 @@ class KafkaSink:
         self._stop = threading.Event()
         self._abort_at: float | None = None
         self._thread: threading.Thread | None = None
+        self._building = False
         self._closed = False
         self._next_attempt = 0.0
         self._backoff_s = 0.0
@@ -381,6 +382,10 @@ class KafkaSink:
                 if not self._work_waiting():
                     return 0  # no producer (no connection) while there is nothing to send
                 producer = self._ensure_producer()
+                if self._stop.is_set():
+                    # stop() may have left while the producer was being built (it does not
+                    # wait for that): touch the spool no more; the loop's end closes it.
+                    return 0
                 entries = self._lease()
             except _RoundFailedError:
                 self._round_failed()
@@ -420,6 +425,7 @@ class KafkaSink:
     def _ensure_producer(self) -> Producer:
         if self._producer is not None:
             return self._producer
+        self._building = True
         try:
             self._producer = self._factory(self.config.producer_kwargs())
         except Exception as exc:
@@ -431,6 +437,8 @@ class KafkaSink:
                 f"{type(exc).__name__}: {exc}",
             )
             raise _RoundFailedError from exc
+        finally:
+            self._building = False
         return self._producer
 
     def _lease(self) -> list[SpoolEntry]:
@@ -775,12 +783,23 @@ class KafkaSink:
         self._abort_at = deadline
         self._stop.set()
         if thread is not None:
-            # A round may sit in a call it cannot abort: building the producer (up to
-            # bootstrap_timeout_ms) or send() waiting for metadata (up to max_block_ms).
-            blocking_s = max(self.config.bootstrap_timeout_ms, self.config.max_block_ms) / 1000
-            thread.join(
-                timeout=max(0.0, deadline - self._clock()) + 2 * _WAIT_SLICE_S + blocking_s + 1.0
+            # A round may sit in a call it cannot abort. send() waiting for metadata (up to
+            # max_block_ms) is waited for: the round then writes its nacks to the spool. Building
+            # the producer (up to bootstrap_timeout_ms) is not: after it the thread touches the
+            # spool no more and closes what it built.
+            join_until = (
+                time.monotonic()
+                + (max(0.0, deadline - self._clock()) + 2 * _WAIT_SLICE_S)
+                + self.config.max_block_ms / 1000
+                + 1.0
             )
+            while thread.is_alive() and time.monotonic() < join_until and not self._building:
+                thread.join(timeout=0.05)
+            if thread.is_alive() and self._building:
+                log.debug("sink: sender thread left to finish building its producer")
+                self._thread = None
+                self._abort_at = None
+                return
             if thread.is_alive():
                 log.error("sink: sender thread did not stop within %.1f s", drain_timeout_s)
                 return

@@ -548,19 +548,34 @@ def test_frames_failed_by_a_poisoned_producer_are_judged_alone_and_only_the_culp
     assert len(producers) <= 3  # a fresh producer after a refusal, not one per round
 
 
-def test_stop_waits_out_a_producer_construction_it_cannot_abort(spool: Spool) -> None:
+def test_stop_does_not_wait_for_a_producer_being_built_which_then_touches_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # kafka-python blocks in KafkaProducer(...) for up to bootstrap_timeout_ms with no broker.
+    spool = Spool(tmp_path / "s.db", max_bytes=1 << 20)
     spool.put("k", b"x", 0.5)
     building = threading.Event()
+    built: list[FakeProducer] = []
 
     def slow_factory(kwargs: Mapping[str, object]) -> FakeProducer:
         building.set()
-        time.sleep(6.0)
-        raise TimeoutError("Unable to bootstrap")
+        time.sleep(2.0)
+        built.append(FakeProducer())  # the broker answered just then
+        return built[-1]
 
     sink = KafkaSink(config(bootstrap_timeout_ms=8_000), spool, producer_factory=slow_factory)
     sink.start()
     assert building.wait(5.0)
+    start = time.monotonic()
     sink.stop(drain_timeout_s=0.0)
-    assert sink._thread is None  # joined: no sender thread left to touch a closed spool
-    assert spool.keys("pending") == ["k"]
+    assert time.monotonic() - start < 1.0
+    spool.close()  # what replay does next
+    deadline = time.monotonic() + 10
+    while not (built and built[0].closed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert built
+    assert built[0].closed  # the thread closed what it built
+    assert built[0].sent == []  # and sent nothing from a closed spool
+    assert "unexpected error" not in caplog.text
+    with Spool(tmp_path / "s.db", max_bytes=1 << 20) as again:
+        assert again.keys("pending") == ["k"]
