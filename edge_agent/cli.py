@@ -1,4 +1,5 @@
-"""``edge-agent``: run (the daemon), check (the health probe), replay (recorded drives).
+"""``edge-agent``: run (the daemon), check (the health probe), replay (recorded drives), send
+(the frames a replay could not send).
 
 The only place that reads ``os.environ`` (``FLEETAL_*`` overrides) and configures logging.
 Exit codes, every command: 0 ok (``check``: healthy), 1 failed (``check``: unhealthy), 2 bad

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from edge_agent.config import MetricsSection
 from edge_agent.sink import SinkStats
-from edge_agent.spool import SpoolStats
+from edge_agent.spool import SpoolError, SpoolStats
 
 __all__ = ["CHECKS", "HealthMonitor", "HealthReport"]
 
@@ -107,7 +107,12 @@ class HealthMonitor:
         if fatal is not None:
             failed.append("daemon")
             lines.append(f"daemon: {fatal}")
-        spool = self._spool_stats() if self._spool_stats is not None else None
+        spool: SpoolStats | None = None
+        try:
+            spool = self._spool_stats() if self._spool_stats is not None else None
+        except (SpoolError, ValueError) as exc:  # ValueError: closed at shutdown
+            failed.append("spool")
+            lines.append(f"spool: FAILED cannot be read: {exc}")
         sink = self._sink_stats() if self._sink_stats is not None else None
         if spool is not None:
             waiting = spool.pending + spool.inflight

@@ -215,3 +215,14 @@ def test_check_verifies_model_files_without_building_sessions(
     assert "1 held" in captured.out
     assert "veh/d/000001 (10 bytes): MessageSizeTooLargeError" in captured.out
     assert "models.lidar" in captured.err
+
+
+def test_a_spool_that_cannot_be_read_is_unhealthy_not_a_crash() -> None:
+    def closed() -> SpoolStats:
+        raise ValueError("spool var/edge/spool.sqlite is closed")
+
+    m = HealthMonitor(MetricsSection(), spool_stats=closed, sink_stats=lambda: sink_stats(None))
+    m.frame("selected")
+    report = m.report()
+    assert report.failed == ("spool",)
+    assert "cannot be read: spool var/edge/spool.sqlite is closed" in report.text
