@@ -191,6 +191,9 @@ class MetricsObserver(SinkObserver):
     def send_failed(self, error: str) -> None:
         self.metrics.kafka_send_errors.labels(error).inc()
 
+    def held(self, frame_key: str, error: str) -> None:
+        self.metrics.kafka_held_frames.labels(error).inc()
+
 
 def build_pipeline(
     cfg: AgentConfig,
@@ -232,5 +235,9 @@ def build_pipeline(
 def _spool_stats(spool: Spool) -> SpoolStats:
     s = spool.stats()
     return SpoolStats(
-        frames=s.frames, bytes=s.bytes, oldest_age_s=s.oldest_age_s, evicted_total=s.evicted_total
+        frames=s.frames,
+        bytes=s.bytes,
+        oldest_age_s=s.oldest_age_s,
+        evicted_total=s.evicted_total,
+        held=s.held,
     )

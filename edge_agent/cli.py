@@ -1,7 +1,9 @@
-"""``edge-agent``: run (the daemon), check (the health probe), replay (recorded drives).
+"""``edge-agent``: run (the daemon), check (the health probe), replay (recorded drives), send
+(the frames a replay could not send).
 
 The only place that reads ``os.environ`` (``FLEETAL_*`` overrides) and configures logging.
-Exit codes: 0 ok, 1 unhealthy or failed, 2 bad usage or configuration.
+Exit codes, every command: 0 ok (``check``: healthy), 1 failed (``check``: unhealthy), 2 bad
+usage or a configuration ``run`` would refuse (README and docs/metrics.md list them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.errors import EdgeAgentError
 from edge_agent.models.errors import ModelError
+from edge_agent.uplink import install_kafka_log_summary, remove_kafka_log_summary
 from schemas.config import ConfigError, config_help
 
 log = logging.getLogger("edge_agent")
@@ -38,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the daemon: live source -> pipeline -> spool -> Kafka")
     run.add_argument("--config", type=Path, required=True, help="TOML configuration file")
 
-    check = sub.add_parser("check", help="exit 0 if the agent can run, 1 if not (for probes)")
+    check = sub.add_parser(
+        "check",
+        help="health probe: asks the running daemon's /healthz, else checks what run needs; "
+        "exit 0 healthy, 1 unhealthy, 2 bad configuration",
+    )
     check.add_argument("--config", type=Path, required=True)
 
     rp = sub.add_parser("replay", help="a recorded drive through the same pipeline, with a report")
@@ -61,12 +68,34 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--kafka", help="bootstrap server: also send the selected frames to Kafka")
     rp.add_argument("--topic", help="Kafka topic (default: kafka.topic of the configuration)")
     rp.add_argument(
+        "--kafka-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --kafka: give up once the broker acknowledged nothing for this long "
+        "(default: kafka.stall_timeout_s, 60 s); unsent frames stay in a spool file",
+    )
+    rp.add_argument(
         "--strategy",
         choices=["stream", "random"],
         default="stream",
         help="stream (uncertainty + diversity + budget) or the random baseline, same budget",
     )
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    send = sub.add_parser(
+        "send", help="send the frames of a kept spool file (left by an interrupted replay)"
+    )
+    send.add_argument("spool", type=Path, help="the spool file a replay or agent kept")
+    send.add_argument("--kafka", required=True, help="bootstrap server (host:port)")
+    send.add_argument("--topic", help="Kafka topic (default: kafka.topic of the configuration)")
+    send.add_argument("--config", type=Path, help="TOML configuration file ([kafka] settings)")
+    send.add_argument(
+        "--kafka-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up once the broker acknowledged nothing for this long "
+        "(default: kafka.stall_timeout_s, 60 s)",
+    )
 
     sub.add_parser("config-help", help="list every configuration key and its variable")
     return p
@@ -91,21 +120,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"edge-agent: configuration error: {exc}", file=sys.stderr)
         return 2
+    summary = (
+        None if args.log_level == "DEBUG" else install_kafka_log_summary(cfg.kafka.log_summary_s)
+    )
+    try:
+        return _command(args, cfg)
+    finally:
+        remove_kafka_log_summary(summary)
+
+
+def _command(args: argparse.Namespace, cfg: AgentConfig) -> int:
     try:
         if args.command == "check":
-            from edge_agent.daemon import check
+            from edge_agent.probe import check
 
-            problems = check(cfg)
-            for problem in problems:
+            result = check(cfg)
+            for line in result.lines:
+                print(f"edge-agent check: {line}")
+            for problem in result.problems:
                 print(f"edge-agent check: {problem}", file=sys.stderr)
-            if not problems:
+            if result.code == 0:
                 print("edge-agent check: ok")
-            return 1 if problems else 0
+            return result.code
         if args.command == "run":
             from edge_agent.daemon import run
 
             return run(cfg)
+        if args.command == "send":
+            return _send(args, cfg)
         return _replay(args, cfg)
+    except ConfigError as exc:  # what run refuses beyond loading (e.g. source.path unset)
+        print(f"edge-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (EdgeAgentError, ModelError, ValueError) as exc:
         print(f"edge-agent {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -146,6 +192,7 @@ def _replay(args: argparse.Namespace, cfg: AgentConfig) -> int:
         report_dir=args.report,
         kafka=args.kafka,
         topic=args.topic,
+        kafka_timeout_s=args.kafka_timeout,
         strategy=args.strategy,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
@@ -169,6 +216,26 @@ def _replay(args: argparse.Namespace, cfg: AgentConfig) -> int:
     for path in result.report_files:
         print(f"report: {path}")
     return 0
+
+
+def _send(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    import dataclasses
+
+    from edge_agent.sink import KafkaSink
+    from edge_agent.spool import Spool
+    from edge_agent.uplink import send_spool
+
+    sink_cfg = dataclasses.replace(
+        cfg.kafka, bootstrap_servers=(args.kafka,), topic=args.topic or cfg.kafka.topic
+    )
+
+    def factory(spool: Spool) -> KafkaSink:
+        return KafkaSink(sink_cfg, spool)
+
+    timeout = cfg.kafka.stall_timeout_s if args.kafka_timeout is None else args.kafka_timeout
+    result = send_spool(args.spool, factory, timeout_s=timeout)
+    print(f"{args.spool}: {result.frames_sent} frame(s) sent, {result.frames_left} left")
+    return 0 if result.frames_left == 0 else 1
 
 
 if __name__ == "__main__":

@@ -125,10 +125,35 @@ class MetricsSection:
     host: str = "127.0.0.1"
     """Address of /metrics and /healthz (0.0.0.0 to let the fleet's Prometheus in)."""
     port: int = 9464
+    health_max_send_age_s: float = 900.0
+    """/healthz fails when frames wait and none was delivered for this long (0: off)."""
+    health_max_spool_age_s: float = 3600.0
+    """/healthz fails when the oldest frame waiting to be sent is older than this (0: off)."""
+    health_max_model_error_rate: float = 0.5
+    """/healthz fails when more than this share of recent frames failed in the models (1: off)."""
+    health_model_error_window: int = 200
+    """How many of the latest frames that reached the models the error rate is taken over."""
+    health_model_min_frames: int = 20
+    """The model error rate is judged once at least this many frames reached the models."""
+    health_max_source_gap_s: float = 300.0
+    """/healthz fails when the source delivered no frame for this long (0: off)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        for name in ("health_max_send_age_s", "health_max_spool_age_s", "health_max_source_gap_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        if not 0.0 <= self.health_max_model_error_rate <= 1.0:
+            raise ValueError(
+                f"health_max_model_error_rate must be in [0, 1], got "
+                f"{self.health_max_model_error_rate}"
+            )
+        if not 1 <= self.health_model_min_frames <= self.health_model_error_window:
+            raise ValueError(
+                "health_model_min_frames must be in 1..health_model_error_window, got "
+                f"{self.health_model_min_frames} (window {self.health_model_error_window})"
+            )
 
 
 @dataclass(frozen=True)

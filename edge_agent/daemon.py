@@ -2,7 +2,10 @@
 
 The daemon reads the live source (the sensor bridge's spool directory), runs every frame
 through the pipeline, keeps selected frames in the durable spool and drains the spool to Kafka
-from the sink's own thread. ``/metrics`` and ``/healthz`` are served throughout.
+from the sink's own thread. ``/metrics`` and ``/healthz`` are served throughout; the health
+verdict comes from :class:`edge_agent.health.HealthMonitor` (uplink, spool age, model errors,
+source stalls, each with a ``[metrics]`` threshold). The configuration is checked first by
+:func:`edge_agent.probe.validate_for_run`, the very check ``edge-agent check`` runs.
 
 On SIGTERM or SIGINT it stops taking frames, saves the selector state, lets the sink drain the
 spool for up to ``agent.drain_timeout_s``, flushes the producer, closes and exits 0. Whatever
@@ -13,20 +16,18 @@ loss).
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
 import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from edge_agent.agent import MetricsObserver, Parts, build_pipeline, load_slots, save_state
+from edge_agent.agent import MetricsObserver, Parts, build_pipeline, save_state
 from edge_agent.config import AgentConfig
 from edge_agent.errors import EdgeAgentError
-from edge_agent.models.errors import ModelError
+from edge_agent.health import HealthMonitor
+from edge_agent.probe import check, validate_for_run
 from edge_agent.rollout import ModelRollout, start_listener
 from edge_agent.sink import KafkaSink
 from edge_agent.sources import SourceOptions, SpoolDirSource, open_source
@@ -36,7 +37,7 @@ from schemas.ops import OpsServer
 
 log = logging.getLogger(__name__)
 
-MIN_FREE_BYTES = 64 * 1024 * 1024
+__all__ = ["check", "open_live_source", "run"]
 
 
 def open_live_source(cfg: AgentConfig) -> FrameSource:
@@ -81,6 +82,7 @@ class _Stop:
 def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
     """The daemon's main loop; returns the process exit code."""
     stop = stop or threading.Event()
+    validate_for_run(cfg)  # a ConfigError here: exit 2, before anything is built
     cfg.agent.data_dir.mkdir(parents=True, exist_ok=True)
     spool = Spool(cfg.spool_path, max_bytes=cfg.spool.max_bytes)
     registry = CollectorRegistry()
@@ -92,15 +94,12 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
         manifest_path=cfg.manifest_path if cfg.rollout.enabled else None,
     )
     sink = KafkaSink(cfg.kafka, spool, observer=MetricsObserver(parts.metrics))
-    healthy = {"ok": True, "detail": "ok"}
+    health = HealthMonitor(cfg.metrics, sink_stats=sink.stats, spool_stats=spool.stats)
+    health.register(registry)
     ops = None
     if cfg.metrics.enabled:
-        ops = OpsServer(
-            registry,
-            host=cfg.metrics.host,
-            port=cfg.metrics.port,
-            health=lambda: (bool(healthy["ok"]), str(healthy["detail"])),
-        ).start()
+        ops = OpsServer(registry, host=cfg.metrics.host, port=cfg.metrics.port, health=health)
+        ops.start()
     if cfg.rollout.enabled:
         _start_rollout(cfg, parts, stop)
     source = open_live_source(cfg)
@@ -114,14 +113,15 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
     frames = 0
     try:
         for item in source.frames():
-            parts.pipeline.process(item)
+            row = parts.pipeline.process(item)
+            health.frame(row.reason)
             frames += 1
             if frames % cfg.agent.state_every_frames == 0:
                 save_state(parts.selector, cfg.state_path)
             if stop.is_set():
                 break
     except SpoolError as exc:  # the spool itself is gone: unhealthy, exit for systemd
-        healthy.update(ok=False, detail=str(exc))
+        health.fail(str(exc))
         log.error("spool failed, stopping: %s", exc)
         return 1
     finally:
@@ -163,45 +163,3 @@ def _start_rollout(cfg: AgentConfig, parts: Parts, stop: threading.Event) -> Non
         security=cfg.kafka.security.kafka_kwargs(),
         stop=stop,
     )
-
-
-def check(cfg: AgentConfig) -> list[str]:
-    """Everything that would stop the daemon, as a list of problems (empty: healthy)."""
-    problems: list[str] = []
-    try:
-        cfg.agent.data_dir.mkdir(parents=True, exist_ok=True)
-        probe = cfg.agent.data_dir / ".check"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        problems.append(f"data_dir {cfg.agent.data_dir} is not writable: {exc}")
-    else:
-        free = shutil.disk_usage(cfg.agent.data_dir).free
-        if free < MIN_FREE_BYTES:
-            problems.append(
-                f"only {free // 2**20} MiB free under {cfg.agent.data_dir}: free some disk"
-            )
-        try:
-            Spool(cfg.spool_path, max_bytes=cfg.spool.max_bytes).close()
-        except (SpoolError, OSError) as exc:
-            problems.append(f"spool {cfg.spool_path}: {exc}")
-    try:
-        start = time.perf_counter()
-        camera, lidar = load_slots(cfg)
-        for slot in (camera, lidar):
-            if slot is not None:
-                r = slot.current.runner
-                log.info(
-                    "model %s %s ok on %s (%.2f s)",
-                    r.metadata.name,
-                    r.metadata.version,
-                    r.provider,
-                    time.perf_counter() - start,
-                )
-    except (ModelError, OSError) as exc:
-        problems.append(str(exc))
-    if cfg.source.kind == "recorded" and (
-        cfg.source.path is None or not Path(cfg.source.path).exists()
-    ):
-        problems.append(f"source.path {cfg.source.path} does not exist")
-    return problems

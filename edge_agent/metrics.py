@@ -28,6 +28,7 @@ class SpoolStats:
     bytes: int
     oldest_age_s: float
     evicted_total: int
+    held: int = 0
 
 
 class _SpoolCollector(Collector):
@@ -51,6 +52,12 @@ class _SpoolCollector(Collector):
             "fleetal_edge_spool_evicted_frames",
             "Unsent frames evicted (lowest score first) because the spool was full, since start",
             value=s.evicted_total,
+        )
+        yield GaugeMetricFamily(
+            "fleetal_edge_spool_held_frames",
+            "Frames the broker refused for good (too large, not authorised), set aside in the "
+            "spool so they cannot hold back the others; retried every kafka.held_retry_s",
+            value=s.held,
         )
 
 
@@ -158,6 +165,12 @@ class AgentMetrics:
         self.kafka_send_errors = Counter(
             "fleetal_edge_kafka_send_errors_total",
             "Failed Kafka sends (a frame is retried from the spool), by error type",
+            ["error"],
+            registry=registry,
+        )
+        self.kafka_held_frames = Counter(
+            "fleetal_edge_kafka_held_frames_total",
+            "Frames set aside in the spool because the broker refused them for good, by error",
             ["error"],
             registry=registry,
         )

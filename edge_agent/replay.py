@@ -2,17 +2,21 @@
 
 Frames are read from the drive (any layout :func:`edge_agent.sources.open_source` knows),
 scored, decided and encoded exactly as on the vehicle; with ``kafka`` set, the selected frames
-go through a spool (in a temp dir) and the Kafka sink to the broker, and the replay waits until
-every one is acknowledged. The report (``summary.json``, ``frames.csv``, plots) lets data
-engineers compare strategies and budgets. The same drive, configuration, models and seed give
-the identical selection.
+go through a spool and the Kafka sink to the broker, and the replay waits until every one is
+acknowledged. That wait is bounded: once the broker has acknowledged nothing for
+``kafka.stall_timeout_s`` (``--kafka-timeout``), the replay raises
+:class:`~edge_agent.uplink.UplinkTimeoutError` naming the address, and keeps the spool file with
+the unsent frames under ``<agent.data_dir>/replay-spools/`` for ``edge-agent send``. A spool
+whose frames were all acknowledged is deleted. The report (``summary.json``, ``frames.csv``,
+plots) lets data engineers compare strategies and budgets. The same drive, configuration,
+models and seed give the identical selection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from edge_agent.report import FrameRow, Summary, check_report_dir, summarise, wr
 from edge_agent.sink import KafkaSink
 from edge_agent.sources import open_source
 from edge_agent.spool import Spool
+from edge_agent.uplink import UplinkError, remove_spool_file, wait_delivered
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,13 @@ class ReplayResult:
     report_files: list[Path]
 
 
+def replay_spool_path(cfg: AgentConfig, drive: Path) -> Path:
+    """Where a replay's spool lives: kept there when its frames could not all be sent."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name = f"{drive.name or 'drive'}-{stamp}-{os.getpid()}.sqlite"
+    return cfg.agent.data_dir / "replay-spools" / name
+
+
 def replay(
     drive: Path,
     cfg: AgentConfig,
@@ -87,57 +99,72 @@ def replay(
     topic: str | None = None,
     strategy: str = "stream",
     progress: bool = False,
-    kafka_timeout_s: float = 120.0,
+    kafka_timeout_s: float | None = None,
 ) -> ReplayResult:
     """Replay ``drive``; returns the summary and per-frame rows, writes the report if asked.
 
+    With ``kafka``: raises :class:`~edge_agent.uplink.UplinkTimeoutError` (after writing the
+    report) when the broker acknowledged nothing for ``kafka_timeout_s`` (default
+    ``kafka.stall_timeout_s``); the unsent frames stay in the spool file the error names.
     ``ReportDirError`` before anything is read if ``report_dir`` cannot be written.
     """
     if report_dir is not None:
         check_report_dir(report_dir)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fleetal-replay-") as tmp:
-        spool = None
-        sink = None
-        if kafka is not None:
-            spool = Spool(Path(tmp) / "spool.sqlite", max_bytes=cfg.spool.max_bytes)
-            sink_cfg = dataclasses.replace(
-                cfg.kafka,
-                bootstrap_servers=(kafka,),
-                topic=topic or cfg.kafka.topic,
-            )
-        parts = build_pipeline(cfg, registry=CollectorRegistry(), spool=spool, strategy=strategy)
-        if spool is not None:
-            sink = KafkaSink(sink_cfg, spool, observer=MetricsObserver(parts.metrics))
-            sink.start()
-        source = open_source(
-            drive,
-            vehicle_id=cfg.agent.vehicle_id,
-            drive_id=cfg.source.drive_id or None,
-            cameras=cfg.source.cameras or None,
-            sync_tolerance_ns=int(cfg.source.sync_tolerance_ms * 1e6),
+    spool = None
+    sink = None
+    spool_path: Path | None = None
+    uplink_error: Exception | None = None
+    if kafka is not None:
+        spool_path = replay_spool_path(cfg, drive)
+        spool = Spool(spool_path, max_bytes=cfg.spool.max_bytes)
+        sink_cfg = dataclasses.replace(
+            cfg.kafka,
+            bootstrap_servers=(kafka,),
+            topic=topic or cfg.kafka.topic,
         )
-        rows: list[FrameRow] = []
-        drive_name = drive.name
-        try:
-            items: Iterator[Frame | SourceError] = paced(iter(source.frames()), speed)
-            if progress:
-                from tqdm import tqdm
+    timeout_s = cfg.kafka.stall_timeout_s if kafka_timeout_s is None else kafka_timeout_s
+    parts = build_pipeline(cfg, registry=CollectorRegistry(), spool=spool, strategy=strategy)
+    if spool is not None:
+        sink = KafkaSink(sink_cfg, spool, observer=MetricsObserver(parts.metrics))
+        sink.start()
+    source = open_source(
+        drive,
+        vehicle_id=cfg.agent.vehicle_id,
+        drive_id=cfg.source.drive_id or None,
+        cameras=cfg.source.cameras or None,
+        sync_tolerance_ns=int(cfg.source.sync_tolerance_ms * 1e6),
+    )
+    rows: list[FrameRow] = []
+    drive_name = drive.name
+    try:
+        items: Iterator[Frame | SourceError] = paced(iter(source.frames()), speed)
+        if progress:
+            from tqdm import tqdm
 
-                items = iter(tqdm(items, desc=f"replay {drive_name}", unit="frame"))
-            for item in items:
-                if isinstance(item, Frame):
-                    drive_name = item.drive_id
-                rows.append(parts.pipeline.process(item))
-            parts.pipeline.flush_logs()
-            if sink is not None and spool is not None:
-                _wait_delivered(spool, kafka_timeout_s)
-        finally:
-            source.close()
-            if sink is not None:
-                sink.stop(drain_timeout_s=10.0)
-            if spool is not None:
-                spool.close()
+            items = iter(tqdm(items, desc=f"replay {drive_name}", unit="frame"))
+        for item in items:
+            if isinstance(item, Frame):
+                drive_name = item.drive_id
+            rows.append(parts.pipeline.process(item))
+        parts.pipeline.flush_logs()
+        if sink is not None and spool is not None:
+            try:
+                wait_delivered(sink, spool, timeout_s=timeout_s, topic=sink.config.topic)
+            except UplinkError as exc:
+                uplink_error = exc
+    finally:
+        source.close()
+        if sink is not None:
+            # After a stall there is nothing left to drain for: stop at once.
+            sink.stop(drain_timeout_s=0.0 if uplink_error is not None else 10.0)
+        if spool is not None and spool_path is not None:
+            left = spool.stats().frames
+            spool.close()
+            if left == 0:
+                remove_spool_file(spool_path)
+            else:
+                log.warning("%d unsent frame(s) kept in the spool %s", left, spool_path)
     wall = time.perf_counter() - start
     provider = ", ".join(
         sorted({slot.current.runner.provider for slot in _slots(parts)}) or ["none"]
@@ -154,6 +181,8 @@ def replay(
         notes=explain(rows, cfg, has_models=bool(_slots(parts)), strategy=strategy),
     )
     files = write_report(report_dir, rows, summary) if report_dir is not None else []
+    if uplink_error is not None:
+        raise uplink_error
     return ReplayResult(summary, rows, files)
 
 
@@ -190,17 +219,3 @@ def explain(
 def _slots(parts: Parts) -> list[ModelSlot]:
     scorer = parts.pipeline.scorer
     return [s for s in (scorer.camera, scorer.lidar) if s is not None]
-
-
-def _wait_delivered(spool: Spool, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if spool.stats().frames == 0:
-            return
-        time.sleep(0.1)
-    left = spool.stats().frames
-    raise TimeoutError(
-        f"{left} selected frame(s) still unacknowledged by Kafka after {timeout_s:.0f} s: "
-        "is the broker reachable? (they stay in the spool of a running agent; a replay's "
-        "spool is temporary)"
-    )

@@ -6,8 +6,20 @@ each chunk keyed by the frame key (so every chunk of a frame lands on one partit
 and waits for the broker's acknowledgement of every chunk. Then, in one spool transaction:
 
 * every frame whose chunks were all acknowledged is deleted from the spool (``ack``);
-* every other frame goes back to pending with ``attempts + 1`` (``nack``) and the sender backs
-  off, exponentially with jitter, capped at ``backoff_max_s``.
+* a frame the broker refused for good (:func:`is_permanent`: too large for the broker, not
+  authorised, an invalid record) is set aside in the spool (``hold``: kept, counted, never
+  leased again by an ordinary round), and so is a frame that failed ``hold_after_attempts``
+  times in rounds where other frames were delivered: it cannot hold back the others;
+* every other frame goes back to pending (``nack``; ``attempts + 1`` only when something else
+  in the round was delivered, i.e. the frame and not the link failed). Only when nothing was
+  delivered and something failed for a retriable reason is the round failed: the producer is
+  rebuilt and the sender backs off, exponentially with jitter, capped at ``backoff_max_s``.
+
+Every ``held_retry_s`` one held frame (the one held longest) is sent again, alone; when it is
+delivered, whatever held them was fixed (a broker limit raised, an ACL granted) and every held
+frame goes back to pending. kafka-python 3.0.12's idempotent producer turns such a refusal into
+a fatal state that fails every later send, so the producer is rebuilt once after a refusal, and
+frames refused together are each sent alone before one is held (the innocent ones then go).
 
 Nothing the pipeline thread does waits for the network: it only ever calls ``Spool.put``. A slow
 or absent broker blocks this thread, and only this one. The producer is built lazily and rebuilt
@@ -53,6 +65,33 @@ __all__ = [
 # max_message_bytes, and the producer's request limit leaves room for record and batch headers.
 _KAFKA_DEFAULT_MAX_REQUEST: Final = 1_048_576
 _WAIT_SLICE_S: Final = 0.2
+
+# kafka-python errors after which resending the same frame can never succeed: the record is too
+# large for the broker or invalid, or this client may not write to the topic. Matched by class
+# name over the exception's MRO (no kafka import here; subclasses count). Every other error,
+# including kafka-python's non-"retriable" ones such as BrokerNotAvailableError, is treated as
+# a property of the link and retried.
+PERMANENT_ERRORS: Final = frozenset(
+    {
+        "MessageSizeTooLargeError",
+        "RecordListTooLargeError",
+        "RecordTooLargeError",
+        "InvalidRecordError",
+        "InvalidTimestampError",
+        "UnsupportedForMessageFormatError",
+        "InvalidTopicError",
+        "PolicyViolationError",
+        "AuthorizationError",
+        "TopicAuthorizationFailedError",
+        "ClusterAuthorizationFailedError",
+        "TransactionalIdAuthorizationFailedError",
+    }
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when resending the same frame to the same topic can never succeed."""
+    return any(cls.__name__ in PERMANENT_ERRORS for cls in type(exc).__mro__)
 
 
 class RecordFuture(Protocol):
@@ -113,7 +152,10 @@ def close_producer(producer: Producer, timeout: float) -> None:
 
 
 class SinkObserver(Protocol):
-    """Optional hook for the metrics layer (histograms, error labels)."""
+    """Optional hook for the metrics layer (histograms, error labels).
+
+    An observer may also have ``held(frame_key, error)``: called for each frame set aside.
+    """
 
     def delivered(self, frame_key: str, nbytes: int, seconds: float) -> None: ...
 
@@ -142,6 +184,15 @@ class SinkConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     idle_poll_s: float = 0.1
+    # A frame that failed this many sends while other frames were delivered is held.
+    hold_after_attempts: int = 10
+    # Every this many seconds one held frame is retried; delivered: every held frame is released.
+    held_retry_s: float = 600.0
+    # Commands that end (replay --kafka, send) give up once nothing was acknowledged this long;
+    # the daemon never gives up. The frames left stay in a spool file (docs/spool-and-sink.md).
+    stall_timeout_s: float = 60.0
+    # kafka-python's own log lines become one summary line per this many seconds; 0: unchanged.
+    log_summary_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers or not all(self.bootstrap_servers):
@@ -177,6 +228,14 @@ class SinkConfig:
             )
         if self.idle_poll_s <= 0:
             raise ValueError(f"idle_poll_s: must be positive, got {self.idle_poll_s}")
+        if self.hold_after_attempts < 1:
+            raise ValueError(f"hold_after_attempts: must be >= 1, got {self.hold_after_attempts}")
+        if not self.held_retry_s > 0:
+            raise ValueError(f"held_retry_s: must be positive, got {self.held_retry_s}")
+        if not self.stall_timeout_s > 0:
+            raise ValueError(f"stall_timeout_s: must be positive, got {self.stall_timeout_s}")
+        if not self.log_summary_s >= 0:
+            raise ValueError(f"log_summary_s: must be >= 0, got {self.log_summary_s}")
 
     def producer_kwargs(self) -> dict[str, object]:
         """kafka-python ``KafkaProducer`` keyword arguments."""
@@ -222,6 +281,17 @@ class SinkStats:
     consecutive_failures: int
     backoff_s: float
     connected: bool
+    held_total: int = 0
+    held_by_type: Mapping[str, int] = field(default_factory=dict)
+    released_total: int = 0
+    # monotonic clock of the last acknowledged frame (None: none yet) and of the sink's start
+    last_delivery_at: float | None = None
+    started_at: float = 0.0
+
+
+def _sendable(spool: Spool) -> int:
+    stats = spool.stats()
+    return stats.pending + stats.inflight
 
 
 class _RoundFailedError(Exception):
@@ -235,6 +305,9 @@ class _Flight:
     started: float
     error: str | None = None
     latency: float = 0.0
+    permanent: bool = False
+    probe: bool = False
+    detail: str = ""
 
 
 class KafkaSink:
@@ -266,6 +339,7 @@ class KafkaSink:
         self._stop = threading.Event()
         self._abort_at: float | None = None
         self._thread: threading.Thread | None = None
+        self._building = False
         self._closed = False
         self._next_attempt = 0.0
         self._backoff_s = 0.0
@@ -282,6 +356,17 @@ class KafkaSink:
         self._lat_count = 0
         self._last_lat = 0.0
         self._consecutive = 0
+        self._held = self._released = 0
+        self._held_by_type: dict[str, int] = {}
+        self._unheld: dict[str, str] = {}
+        self._probes: set[str] = set()
+        # Frames refused for good together with others: the producer's fatal state may have
+        # failed the innocent ones too, so each is sent alone (``_solo``) before it is held.
+        self._suspects: set[str] = set()
+        self._solo: set[str] = set()
+        self._started_at = clock()
+        self._last_delivery: float | None = None
+        self._next_held_retry = clock() + config.held_retry_s
 
     # -- one round -------------------------------------------------------------------------
 
@@ -297,6 +382,10 @@ class KafkaSink:
                 if not self._work_waiting():
                     return 0  # no producer (no connection) while there is nothing to send
                 producer = self._ensure_producer()
+                if self._stop.is_set():
+                    # stop() may have left while the producer was being built (it does not
+                    # wait for that): touch the spool no more; the loop's end closes it.
+                    return 0
                 entries = self._lease()
             except _RoundFailedError:
                 self._round_failed()
@@ -308,16 +397,25 @@ class KafkaSink:
             delivered = [f for f in flights if f.error is None]
             failed = [f for f in flights if f.error is not None]
             self._settle(delivered, failed)
-            if failed:
+            link_failed = not delivered and any(not f.permanent for f in failed)
+            if link_failed:
                 self._round_failed()
                 self._drop_producer()
             else:
                 self._round_ok()
+                if any(f.permanent for f in failed):
+                    # kafka-python 3.0.12's idempotent producer turns a non-retriable batch
+                    # error into a fatal state that fails every later send: start afresh, once
+                    # per refused frame, never each round.
+                    self._drop_producer()
+            if any(f.probe for f in delivered):
+                self._release_held()
             return len(delivered)
 
     def _work_waiting(self) -> bool:
         try:
-            return self.spool.stats().pending > 0
+            stats = self.spool.stats()
+            return stats.pending > 0 or (stats.held > 0 and self._clock() >= self._next_held_retry)
         except SpoolError as exc:
             with self._stats_lock:
                 self._spool_errors += 1
@@ -327,6 +425,7 @@ class KafkaSink:
     def _ensure_producer(self) -> Producer:
         if self._producer is not None:
             return self._producer
+        self._building = True
         try:
             self._producer = self._factory(self.config.producer_kwargs())
         except Exception as exc:
@@ -338,10 +437,26 @@ class KafkaSink:
                 f"{type(exc).__name__}: {exc}",
             )
             raise _RoundFailedError from exc
+        finally:
+            self._building = False
         return self._producer
 
     def _lease(self) -> list[SpoolEntry]:
+        """A batch; or one frame alone: a suspect to be judged, or a held frame's retry."""
         try:
+            while self._suspects:
+                entry = self.spool.lease_key(self._suspects.pop())
+                if entry is not None:
+                    self._solo.add(entry.frame_key)
+                    return [entry]
+            now = self._clock()
+            if now >= self._next_held_retry:
+                self._next_held_retry = now + self.config.held_retry_s
+                probe = self.spool.lease_held()
+                if probe is not None:
+                    self._solo.add(probe.frame_key)
+                    self._probes.add(probe.frame_key)
+                    return [probe]
             return self.spool.lease(self.config.batch_max_frames, self.config.batch_max_bytes)
         except SpoolError as exc:
             with self._stats_lock:
@@ -354,7 +469,8 @@ class KafkaSink:
         broken: str | None = None
         dead: list[str] = []
         for entry in entries:
-            flight = _Flight(entry, [], self._clock())
+            flight = _Flight(entry, [], self._clock(), probe=entry.frame_key in self._probes)
+            self._probes.discard(entry.frame_key)
             flights.append(flight)
             if broken is not None:
                 flight.error = broken
@@ -374,6 +490,13 @@ class KafkaSink:
                 for chunk in chunks:
                     flight.futures.append(producer.send(self.config.topic, value=chunk, key=key))
             except Exception as exc:
+                if is_permanent(exc):
+                    # This frame, not the link (e.g. a record over max_request_size): the rest
+                    # of the batch goes on.
+                    flight.error = type(exc).__name__
+                    flight.permanent = True
+                    flight.detail = f"{type(exc).__name__}: {exc}"
+                    continue
                 # Typically KafkaTimeoutError: no metadata within max_block_ms (broker gone).
                 broken = type(exc).__name__
                 flight.error = broken
@@ -407,18 +530,64 @@ class KafkaSink:
                     future.get(timeout=0)
                 except Exception as exc:
                     flight.error = type(exc).__name__
-                    self._log_failure(
-                        "frame %s not acknowledged: %s",
-                        flight.entry.frame_key,
-                        f"{type(exc).__name__}: {exc}",
-                    )
+                    if is_permanent(exc):
+                        flight.permanent = True
+                        flight.detail = f"{type(exc).__name__}: {exc}"
+                    else:
+                        self._log_failure(
+                            "frame %s not acknowledged: %s",
+                            flight.entry.frame_key,
+                            f"{type(exc).__name__}: {exc}",
+                        )
                     break
             if flight.error is None:
                 flight.latency = self._clock() - flight.started
 
+    def _log_held(self, flight: _Flight) -> None:
+        log.error(
+            "sink: frame %s (%d bytes) set aside in the spool: %s refused it for good (%s); "
+            "the other frames go on. It stays held (fleetal_edge_spool_held_frames, "
+            "`edge-agent check`) and is retried every %.0f s (kafka.held_retry_s)",
+            flight.entry.frame_key,
+            flight.entry.nbytes,
+            self.config.topic,
+            flight.detail,
+            self.config.held_retry_s,
+        )
+
     def _settle(self, delivered: list[_Flight], failed: list[_Flight]) -> None:
         acked = [f.entry.frame_key for f in delivered]
-        nacked = [f.entry.frame_key for f in failed]
+        # The frame, not the link, failed when something else in the round was delivered: that
+        # counts as an attempt, and hold_after_attempts of them set the frame aside too.
+        frame_fault = bool(delivered)
+        to_hold: dict[str, str] = {}
+        nacked: list[str] = []
+        refused = [f for f in failed if f.permanent]
+        # Trusted: a frame refused when sent alone, or the only one refused while the others
+        # went. Several refused together are suspects, each judged alone next.
+        trusted = len(refused) == 1 and (frame_fault or len(failed) == 1)
+        for f in failed:
+            error = f.error or "Unknown"
+            solo = f.entry.frame_key in self._solo
+            if f.permanent and (solo or trusted):
+                self._log_held(f)
+                to_hold[f.entry.frame_key] = error
+            elif f.permanent:
+                self._suspects.add(f.entry.frame_key)
+                nacked.append(f.entry.frame_key)
+            elif frame_fault and f.entry.attempts + 1 >= self.config.hold_after_attempts:
+                log.error(
+                    "sink: frame %s set aside after %d failed sends while other frames were "
+                    "delivered (last: %s)",
+                    f.entry.frame_key,
+                    f.entry.attempts + 1,
+                    error,
+                )
+                to_hold[f.entry.frame_key] = f"{error} (x{f.entry.attempts + 1})"
+            else:
+                nacked.append(f.entry.frame_key)
+        self._solo.clear()
+        suspects_only = refused and not trusted
         try:
             self.spool.ack(acked)
         except SpoolError as exc:
@@ -431,13 +600,27 @@ class KafkaSink:
                 "sink: %d frames delivered but not yet removed from the spool: %s", len(acked), exc
             )
         try:
-            self.spool.nack(nacked)
+            self.spool.nack(nacked, count_attempt=frame_fault and not suspects_only)
         except SpoolError as exc:
             self._unnacked.extend(nacked)
             with self._stats_lock:
                 self._spool_errors += 1
             log.error("sink: cannot return %d frames to pending: %s", len(nacked), exc)
+        try:
+            self.spool.hold(to_hold)
+        except SpoolError as exc:
+            # Still in flight in the spool: back to pending at the next open, or held next round.
+            self._unheld.update(to_hold)
+            with self._stats_lock:
+                self._spool_errors += 1
+            log.error("sink: cannot set %d frames aside: %s", len(to_hold), exc)
         with self._stats_lock:
+            if delivered:
+                self._last_delivery = self._clock()
+            for error in to_hold.values():
+                name = error.split(" ", 1)[0]
+                self._held += 1
+                self._held_by_type[name] = self._held_by_type.get(name, 0) + 1
             for f in delivered:
                 self._frames += 1
                 self._chunks += len(f.futures)
@@ -454,6 +637,10 @@ class KafkaSink:
                 self._observer.delivered(f.entry.frame_key, f.entry.nbytes, f.latency)
             for f in failed:
                 self._observer.send_failed(f.error or "Unknown")
+            held = getattr(self._observer, "held", None)
+            if callable(held):
+                for key, error in to_hold.items():
+                    held(key, error.split(" ", 1)[0])
 
     def _settle_leftovers(self) -> None:
         if self._unacked:
@@ -473,6 +660,28 @@ class KafkaSink:
                 with self._stats_lock:
                     self._spool_errors += 1
                 raise _RoundFailedError from exc
+        if self._unheld:
+            try:
+                self.spool.hold(self._unheld)
+                self._unheld.clear()
+            except SpoolError as exc:
+                with self._stats_lock:
+                    self._spool_errors += 1
+                raise _RoundFailedError from exc
+
+    def _release_held(self) -> None:
+        try:
+            released = self.spool.release_held()
+        except SpoolError as exc:
+            log.error("sink: cannot release the held frames: %s", exc)
+            return
+        with self._stats_lock:
+            self._released += released
+        if released:
+            log.info(
+                "sink: a held frame was delivered on retry; %d held frame(s) back to pending",
+                released,
+            )
 
     # -- failure handling ------------------------------------------------------------------
 
@@ -566,7 +775,7 @@ class KafkaSink:
         if thread is not None and thread.is_alive():
             while self._clock() < deadline:
                 try:
-                    if self.spool.stats().frames == 0:
+                    if _sendable(self.spool) == 0:
                         break
                 except (SpoolError, ValueError):  # ValueError: the spool was closed
                     break
@@ -574,7 +783,23 @@ class KafkaSink:
         self._abort_at = deadline
         self._stop.set()
         if thread is not None:
-            thread.join(timeout=max(0.0, deadline - self._clock()) + 2 * _WAIT_SLICE_S + 5.0)
+            # A round may sit in a call it cannot abort. send() waiting for metadata (up to
+            # max_block_ms) is waited for: the round then writes its nacks to the spool. Building
+            # the producer (up to bootstrap_timeout_ms) is not: after it the thread touches the
+            # spool no more and closes what it built.
+            join_until = (
+                time.monotonic()
+                + (max(0.0, deadline - self._clock()) + 2 * _WAIT_SLICE_S)
+                + self.config.max_block_ms / 1000
+                + 1.0
+            )
+            while thread.is_alive() and time.monotonic() < join_until and not self._building:
+                thread.join(timeout=0.05)
+            if thread.is_alive() and self._building:
+                log.debug("sink: sender thread left to finish building its producer")
+                self._thread = None
+                self._abort_at = None
+                return
             if thread.is_alive():
                 log.error("sink: sender thread did not stop within %.1f s", drain_timeout_s)
                 return
@@ -586,16 +811,16 @@ class KafkaSink:
             close_producer(producer, timeout=5.0)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the spool is empty (everything acknowledged) or ``timeout`` passes.
+        """Wait until nothing sendable is spooled (all acknowledged or held) or ``timeout``.
 
         With the thread running this only waits; without it, rounds run here (with backoff).
-        True when the spool is empty.
+        True when nothing but held frames is left.
         """
         deadline = self._clock() + timeout
         running = self._thread is not None and self._thread.is_alive()
         while True:
             try:
-                if self.spool.stats().frames == 0:
+                if _sendable(self.spool) == 0:
                     return True
             except SpoolError:
                 pass
@@ -634,4 +859,9 @@ class KafkaSink:
                 consecutive_failures=self._consecutive,
                 backoff_s=self._backoff_s,
                 connected=self._producer is not None and self._consecutive == 0,
+                held_total=self._held,
+                held_by_type=dict(self._held_by_type),
+                released_total=self._released,
+                last_delivery_at=self._last_delivery,
+                started_at=self._started_at,
             )

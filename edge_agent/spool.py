@@ -25,6 +25,11 @@ Guarantees (docs/spool-and-sink.md tells the whole story):
   the most valuable frames (eviction takes the least valuable); when the uplink comes back,
   possibly only for a short window, the most valuable leave first. Ingest does not need
   temporal order: it keys frames by (vehicle, drive, seq) and queues labels by priority.
+* **Held frames.** A frame the broker refused for good (:meth:`Spool.hold`, called by the
+  sink) is kept with ``state = 'held'`` and its error, counted, never leased by
+  :meth:`Spool.lease` (so it cannot hold back the others), and evicted first when full;
+  :meth:`Spool.lease_held` takes one out for a retry and :meth:`Spool.release_held` puts them
+  all back to pending.
 * **One owner.** The connection holds an exclusive lock (``locking_mode=EXCLUSIVE``), so a
   second process opening the same spool gets a :class:`SpoolError` instead of corrupting the
   in-memory totals.
@@ -44,7 +49,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +60,7 @@ from edge_agent.errors import EdgeAgentError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "HeldFrame",
     "PutResult",
     "PutStatus",
     "Spool",
@@ -67,7 +73,7 @@ __all__ = [
 PutStatus = Literal["stored", "duplicate", "conflict", "rejected"]
 SpoolErrorKind = Literal["disk_full", "corrupt", "locked", "io"]
 
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
 _BUSY_TIMEOUT_MS: Final = 2_000
 # After a checkpoint the WAL file is truncated back to this size, so a burst of large frames
 # does not leave a large -wal file behind.
@@ -85,8 +91,11 @@ CREATE TABLE IF NOT EXISTS frames (
     score       REAL    NOT NULL,
     nbytes      INTEGER NOT NULL,
     created_ns  INTEGER NOT NULL,
-    state       TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'inflight')),
-    attempts    INTEGER NOT NULL DEFAULT 0
+    state       TEXT    NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'inflight', 'held')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT    NOT NULL DEFAULT '',
+    held_ns     INTEGER
 );
 CREATE TABLE IF NOT EXISTS payloads (
     id          INTEGER PRIMARY KEY,  -- = frames.id, written and deleted with it
@@ -94,6 +103,27 @@ CREATE TABLE IF NOT EXISTS payloads (
 );
 CREATE INDEX IF NOT EXISTS frames_by_state_score ON frames (state, score, id);
 CREATE INDEX IF NOT EXISTS frames_by_created ON frames (created_ns);
+"""
+
+# Version 1 had no 'held' state (its CHECK constraint refuses it) and no last_error / held_ns:
+# the table is rebuilt, same ids (payloads stay as they are), inside the opening transaction.
+_MIGRATE_1_TO_2: Final = """
+CREATE TABLE frames_v2 (
+    id          INTEGER PRIMARY KEY,
+    frame_key   TEXT    NOT NULL UNIQUE,
+    score       REAL    NOT NULL,
+    nbytes      INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    state       TEXT    NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'inflight', 'held')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT    NOT NULL DEFAULT '',
+    held_ns     INTEGER
+);
+INSERT INTO frames_v2 (id, frame_key, score, nbytes, created_ns, state, attempts)
+    SELECT id, frame_key, score, nbytes, created_ns, state, attempts FROM frames;
+DROP TABLE frames;
+ALTER TABLE frames_v2 RENAME TO frames
 """
 
 
@@ -174,6 +204,22 @@ class SpoolStats:
     errors_total: int
     corrupt_recoveries_total: int
     salvaged_total: int
+    # Frames set aside because they can never be sent as they are (see Spool.hold).
+    held: int = 0
+    held_bytes: int = 0
+    held_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFrame:
+    """A frame the sink set aside (``state = 'held'``): why, since when, after how many tries."""
+
+    frame_key: str
+    nbytes: int
+    score: float
+    attempts: int
+    error: str
+    held_ns: int
 
 
 def _errcode(exc: sqlite3.Error) -> int:
@@ -245,6 +291,7 @@ class Spool:
         self._errors = 0
         self._corrupt_recoveries = 0
         self._salvaged = 0
+        self._held_total = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._open_or_recover()
         if self._bytes > self.max_bytes:
@@ -277,6 +324,15 @@ class Spool:
             self._configure(conn)
             # A write at open takes the exclusive lock now, not at the first put.
             conn.execute("BEGIN IMMEDIATE")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            has_frames = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'frames'"
+            ).fetchone()
+            if has_frames and version < 2:
+                for statement in _MIGRATE_1_TO_2.strip().split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                log.info("spool %s: schema upgraded to version %d", self.path, _SCHEMA_VERSION)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
@@ -559,9 +615,12 @@ class Spool:
                 need = self._bytes + nbytes - self.max_bytes
                 if need > 0:
                     freed = 0
+                    # Held frames first (they cannot be sent as they are), then the pending
+                    # ones scoring lower than the new frame, lowest first.
                     cursor = conn.execute(
                         "SELECT id, frame_key, nbytes FROM frames "
-                        "WHERE state = 'pending' AND score < ? ORDER BY score ASC, id ASC",
+                        "WHERE state = 'held' OR (state = 'pending' AND score < ?) "
+                        "ORDER BY state = 'pending', score ASC, id ASC",
                         (score,),
                     )
                     for row_id, key, size in cursor:
@@ -578,7 +637,8 @@ class Spool:
                             frame_key,
                             reason=(
                                 f"spool full ({self._bytes}/{self.max_bytes} bytes) and the "
-                                f"pending frames scoring below {score:g} free only {freed} "
+                                f"held frames and the pending ones scoring below {score:g} "
+                                f"free only {freed} "
                                 f"of the {need} bytes needed"
                             ),
                         )
@@ -702,8 +762,13 @@ class Spool:
         self._bytes -= freed
         return deleted, freed
 
-    def nack(self, frame_keys: Iterable[str]) -> int:
-        """Return in-flight frames to pending with ``attempts + 1``; returns how many."""
+    def nack(self, frame_keys: Iterable[str], *, count_attempt: bool = True) -> int:
+        """Return in-flight frames to pending with ``attempts + 1``; returns how many.
+
+        ``count_attempt=False`` leaves ``attempts`` alone: the sink's choice when the link, not
+        the frame, failed (nothing in the round was delivered).
+        """
+        step = 1 if count_attempt else 0
         keys = list(frame_keys)
         if not keys:
             return 0
@@ -715,9 +780,9 @@ class Spool:
                 conn.execute("BEGIN IMMEDIATE")
                 for key in keys:
                     changed += conn.execute(
-                        "UPDATE frames SET state = 'pending', attempts = attempts + 1 "
+                        "UPDATE frames SET state = 'pending', attempts = attempts + ? "
                         "WHERE frame_key = ? AND state = 'inflight'",
-                        (key,),
+                        (step, key),
                     ).rowcount
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -725,9 +790,114 @@ class Spool:
             self._nacked += changed
         return changed
 
+    def hold(self, errors: Mapping[str, str]) -> int:
+        """Set in-flight frames aside (``state = 'held'``, ``attempts + 1``), with their error.
+
+        A held frame is kept (and counted) but never leased again by :meth:`lease`, so a frame
+        the broker refuses for good cannot hold back the others; :meth:`lease_held` takes one out
+        for a retry and :meth:`release_held` puts them all back. Held frames are the first to
+        be evicted when the spool is full. Returns how many were held.
+        """
+        if not errors:
+            return 0
+        now = self._clock()
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            changed = 0
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for key, error in errors.items():
+                    changed += conn.execute(
+                        "UPDATE frames SET state = 'held', attempts = attempts + 1, "
+                        "last_error = ?, held_ns = ? WHERE frame_key = ? AND state = 'inflight'",
+                        (error, now, key),
+                    ).rowcount
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "holding undeliverable frames") from exc
+            self._held_total += changed
+        return changed
+
+    def lease_key(self, frame_key: str) -> SpoolEntry | None:
+        """Lease one given pending frame (the sink retries a suspect alone), or None."""
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute(
+                    "SELECT f.id, f.frame_key, p.payload, f.score, f.created_ns, f.attempts "
+                    "FROM frames AS f JOIN payloads AS p ON p.id = f.id "
+                    "WHERE f.frame_key = ? AND f.state = 'pending'",
+                    (frame_key,),
+                ).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE frames SET state = 'inflight' WHERE id = ?", (row[0],))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._fail(exc, f"leasing frame {frame_key}") from exc
+        if row is None:
+            return None
+        _, key, payload, score, created_ns, attempts = row
+        return SpoolEntry(str(key), bytes(payload), float(score), int(created_ns), int(attempts))
+
+    def lease_held(self) -> SpoolEntry | None:
+        """Lease the held frame that was set aside longest ago (a retry), or None."""
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute(
+                    "SELECT f.id, f.frame_key, p.payload, f.score, f.created_ns, f.attempts "
+                    "FROM frames AS f JOIN payloads AS p ON p.id = f.id "
+                    "WHERE f.state = 'held' ORDER BY f.held_ns ASC, f.id ASC LIMIT 1"
+                ).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE frames SET state = 'inflight' WHERE id = ?", (row[0],))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "leasing a held frame") from exc
+        if row is None:
+            return None
+        _, key, payload, score, created_ns, attempts = row
+        return SpoolEntry(str(key), bytes(payload), float(score), int(created_ns), int(attempts))
+
+    def release_held(self) -> int:
+        """Put every held frame back to pending (the cause was fixed); returns how many."""
+        with self._lock:
+            self._check_open()
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                changed = self._conn.execute(
+                    "UPDATE frames SET state = 'pending', held_ns = NULL WHERE state = 'held'"
+                ).rowcount
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "releasing held frames") from exc
+        return int(changed)
+
+    def held_frames(self, limit: int = 100) -> list[HeldFrame]:
+        """The held frames, longest held first (at most ``limit``)."""
+        with self._lock:
+            self._check_open()
+            try:
+                rows = self._conn.execute(
+                    "SELECT frame_key, nbytes, score, attempts, last_error, held_ns FROM frames "
+                    "WHERE state = 'held' ORDER BY held_ns ASC, id ASC LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "listing held frames") from exc
+        return [
+            HeldFrame(str(k), int(n), float(sc), int(a), str(e), int(h or 0))
+            for k, n, sc, a, e, h in rows
+        ]
+
     # -- inspection ------------------------------------------------------------------------
 
-    def keys(self, state: Literal["pending", "inflight"] | None = None) -> list[str]:
+    def keys(self, state: Literal["pending", "inflight", "held"] | None = None) -> list[str]:
         """The spooled frame keys (optionally of one state), in lease order."""
         query = "SELECT frame_key FROM frames"
         params: tuple[str, ...] = ()
@@ -747,9 +917,14 @@ class Spool:
         with self._lock:
             self._check_open()
             try:
+                # The oldest frame that can still leave (held ones are reported apart).
                 oldest, inflight = self._conn.execute(
-                    "SELECT MIN(created_ns), "
-                    "(SELECT COUNT(*) FROM frames WHERE state = 'inflight') FROM frames"
+                    "SELECT (SELECT created_ns FROM frames WHERE state != 'held' "
+                    "ORDER BY created_ns LIMIT 1), "
+                    "(SELECT COUNT(*) FROM frames WHERE state = 'inflight')"
+                ).fetchone()
+                held, held_bytes = self._conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM frames WHERE state = 'held'"
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise self._fail(exc, "reading statistics") from exc
@@ -758,7 +933,7 @@ class Spool:
                 frames=self._frames,
                 bytes=self._bytes,
                 max_bytes=self.max_bytes,
-                pending=self._frames - int(inflight),
+                pending=self._frames - int(inflight) - int(held),
                 inflight=int(inflight),
                 oldest_age_s=age,
                 stored_total=self._stored,
@@ -772,6 +947,9 @@ class Spool:
                 errors_total=self._errors,
                 corrupt_recoveries_total=self._corrupt_recoveries,
                 salvaged_total=self._salvaged,
+                held=int(held),
+                held_bytes=int(held_bytes),
+                held_total=self._held_total,
             )
 
     def close(self) -> None:

@@ -231,3 +231,4 @@ def test_daemon_killed_mid_send_then_sigterm_drains(
     want = {f"veh-k/{f.drive_id}/{f.seq:06d}" for f in frames}
     seen = _consume_frames(kafka.bootstrap, topic, want, timeout_s=60)
     assert set(seen) == want
+    print(f"\nkill -9 mid-send: {sum(seen.values()) - len(seen)} frame(s) delivered twice")

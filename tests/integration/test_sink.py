@@ -340,3 +340,40 @@ def test_unreachable_broker_at_start_does_not_crash_and_is_retried(tmp_path: Pat
         assert not sink.flush(timeout=1.0)
         sink.close()
         assert spool.keys("pending") == ["k"]
+
+
+def test_a_frame_too_large_for_the_topic_is_held_and_the_others_are_delivered(
+    kafka: LocalKafka, tmp_path: Path
+) -> None:
+    # The broker refuses any record batch over the topic's max.message.bytes for good
+    # (MESSAGE_TOO_LARGE): the big frame can never be sent as it is.
+    topic = f"t-held-{time.monotonic_ns()}"
+    kafka.create_topic(topic, partitions=TOPIC_PARTITIONS, configs={"max.message.bytes": "20000"})
+    big = "veh-1/drive-1/000000"
+    small = {f"veh-1/drive-1/{i:06d}": payload(f"s{i}", 2_000) for i in range(1, 13)}
+    with Spool(tmp_path / "spool.db", max_bytes=1 << 30) as spool:
+        spool.put(big, payload(big, 100_000), 0.99)  # the best score: first in every batch
+        for i, (key, data) in enumerate(small.items()):
+            spool.put(key, data, 0.5 - i / 100)
+        sink = KafkaSink(fast_config(kafka.bootstrap, topic, batch_max_frames=4), spool)
+        start = time.monotonic()
+        sink.start()
+        try:
+            assert sink.flush(timeout=90.0), "the small frames were held back"
+            elapsed = time.monotonic() - start
+        finally:
+            sink.close(timeout=10.0)
+        stats = sink.stats()
+        print(f"\n12 small frames delivered past a held 100 kB frame in {elapsed:.2f} s")
+        assert stats.frames_sent_total == len(small)
+        assert stats.rounds_failed_total == 0  # no backoff, no reconnect for it
+        assert stats.producer_errors_total == 0
+        assert stats.held_by_type == {"MessageSizeTooLargeError": 1}
+        assert spool.keys() == [big]
+        assert spool.keys("held") == [big]
+        [held] = spool.held_frames()
+        assert held.error == "MessageSizeTooLargeError"
+        assert held.attempts == 1
+        assert spool.stats().held_bytes == 100_000
+    frames, _ = consume(kafka.bootstrap, topic, set(small), timeout_s=60.0)
+    assert frames == small

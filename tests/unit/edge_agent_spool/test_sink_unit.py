@@ -127,26 +127,47 @@ def test_delivered_frames_are_acked_with_every_chunk_keyed_by_frame(spool: Spool
 
 
 def test_failed_frames_are_nacked_and_the_producer_is_rebuilt(spool: Spool) -> None:
-    spool.put("good", b"g", 0.9)
-    spool.put("bad", b"b", 0.1)
-    first = FakeProducer(fail_keys=frozenset({"bad"}))
+    # Nothing delivered: the link failed. Producer rebuilt, backoff, no attempt counted.
+    spool.put("a", b"a", 0.9)
+    spool.put("b", b"b", 0.1)
+    first = FakeProducer("fail")
     second = FakeProducer()
     factory = Factory(first, second)
     sink = KafkaSink(config(), spool, producer_factory=factory, rng=random.Random(1))
-    assert sink.run_once() == 1
-    assert spool.keys() == ["bad"]
-    assert spool.keys("pending") == ["bad"]
+    assert sink.run_once() == 0
+    assert spool.keys("pending") == ["a", "b"]
     assert first.closed
     stats = sink.stats()
-    assert stats.send_errors_total == 1
-    assert stats.send_errors_by_type == {"ConnectionError": 1}
+    assert stats.send_errors_total == 2
+    assert stats.send_errors_by_type == {"ConnectionError": 2}
     assert stats.consecutive_failures == 1
     assert 0.4 <= stats.backoff_s <= 0.6
-    assert sink.run_once() == 1
+    assert sink.run_once() == 2
     assert factory.made == [first, second]
     assert spool.stats().frames == 0
     assert sink.stats().consecutive_failures == 0
     assert sink.stats().backoff_s == 0.0
+
+
+def test_a_frame_failing_while_others_are_delivered_costs_no_backoff_nor_reconnect(
+    spool: Spool,
+) -> None:
+    spool.put("good", b"g", 0.1)
+    spool.put("bad", b"b", 0.9)  # leads every batch by score
+    producer = FakeProducer(fail_keys=frozenset({"bad"}))
+    factory = Factory(producer)
+    sink = KafkaSink(config(), spool, producer_factory=factory, rng=random.Random(1))
+    assert sink.run_once() == 1
+    assert spool.keys("pending") == ["bad"]
+    assert not producer.closed
+    stats = sink.stats()
+    assert stats.send_errors_by_type == {"ConnectionError": 1}
+    assert stats.consecutive_failures == 0
+    assert stats.backoff_s == 0.0
+    [entry] = spool.lease(1, 100)
+    assert entry.attempts == 1  # the frame, not the link, failed: counted
+    spool.nack([entry.frame_key], count_attempt=False)
+    assert factory.made == [producer]
 
 
 def test_backoff_doubles_with_jitter_and_is_capped(spool: Spool) -> None:
@@ -161,7 +182,7 @@ def test_backoff_doubles_with_jitter_and_is_capped(spool: Spool) -> None:
     for got, base in zip(seen, [0.5, 1.0, 2.0, 4.0, 4.0, 4.0], strict=True):
         assert 0.8 * base <= got <= 1.2 * base
     [entry] = spool.lease(1, 100)
-    assert entry.attempts == 6
+    assert entry.attempts == 0  # an outage does not count against the frame
 
 
 def test_no_broker_at_start_is_counted_and_leases_nothing(spool: Spool) -> None:
@@ -364,3 +385,197 @@ def test_stop_with_the_broker_down_gives_up_at_the_deadline(spool: Spool) -> Non
     sink.stop(drain_timeout_s=1.0)
     assert 0.9 <= time.monotonic() - started < 5.0
     assert spool.keys("pending") == ["k"]  # stays for the next start
+
+
+class MessageSizeTooLargeError(Exception):
+    """Named as kafka-python's: the sink classifies errors by class name."""
+
+
+class TopicAuthorizationFailedError(Exception):
+    pass
+
+
+class RefusingProducer(FakeProducer):
+    """Delivers every frame but those in ``refuse``, which fail with the given error."""
+
+    def __init__(self, refuse: Mapping[str, BaseException], at_send: bool = False) -> None:
+        super().__init__()
+        self.refuse = dict(refuse)
+        self.at_send = at_send
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> FakeFuture:
+        assert key is not None
+        error = self.refuse.get(key.decode())
+        if error is not None and self.at_send:
+            raise error
+        future = super().send(topic, value=value, key=key)
+        return FakeFuture(error) if error is not None else future
+
+
+class HeldRecorder:
+    def __init__(self) -> None:
+        self.held_frames: list[tuple[str, str]] = []
+
+    def delivered(self, frame_key: str, nbytes: int, seconds: float) -> None:
+        pass
+
+    def send_failed(self, error: str) -> None:
+        pass
+
+    def held(self, frame_key: str, error: str) -> None:
+        self.held_frames.append((frame_key, error))
+
+
+@pytest.mark.parametrize("at_send", [False, True])
+@pytest.mark.parametrize(
+    "error", [MessageSizeTooLargeError("too big"), TopicAuthorizationFailedError("no ACL")]
+)
+def test_an_undeliverable_frame_is_held_and_never_holds_back_the_others(
+    spool: Spool, error: Exception, at_send: bool
+) -> None:
+    spool.put("huge", b"h" * 100, 0.99)  # the best score: it would lead every batch
+    for i in range(5):
+        spool.put(f"ok{i}", b"o", 0.5 - i / 100)
+    producer = RefusingProducer({"huge": error}, at_send=at_send)
+    factory = Factory(producer)
+    observer = HeldRecorder()
+    sink = KafkaSink(config(batch_max_frames=3), spool, producer_factory=factory, observer=observer)
+    assert sink.run_once() == 2  # huge + ok0 + ok1 leased; the two good ones delivered
+    assert sink.run_once() == 3
+    assert sink.run_once() == 0  # nothing leased again: huge is held, not pending
+    assert spool.keys("held") == ["huge"]
+    assert spool.keys("pending") == []
+    stats = spool.stats()
+    assert (stats.held, stats.held_bytes, stats.pending, stats.frames) == (1, 100, 0, 1)
+    [held] = spool.held_frames()
+    assert held.error == type(error).__name__
+    assert held.attempts == 1
+    s = sink.stats()
+    assert s.consecutive_failures == 0  # no backoff
+    assert s.backoff_s == 0.0
+    assert s.held_total == 1
+    assert s.held_by_type == {type(error).__name__: 1}
+    # one fresh producer after the refusal (kafka-python's turns fatal), not one per round
+    assert len(factory.made) == 2
+    assert observer.held_frames == [("huge", type(error).__name__)]
+    assert sink.flush(timeout=0.5)  # nothing sendable is left: flush does not wait for held
+
+
+def test_a_frame_failing_alone_round_after_round_is_held_after_n_attempts(spool: Spool) -> None:
+    spool.put("flaky", b"f", 0.9)
+    for i in range(20):
+        spool.put(f"ok{i:02d}", b"o", 0.5)
+    producer = FakeProducer(fail_keys=frozenset({"flaky"}))
+    sink = KafkaSink(
+        config(batch_max_frames=2, hold_after_attempts=3), spool, producer_factory=Factory(producer)
+    )
+    for _ in range(3):
+        assert sink.run_once() == 1
+    assert spool.keys("held") == ["flaky"]
+    [held] = spool.held_frames()
+    assert held.attempts == 3
+    assert held.error.startswith("ConnectionError")
+    while sink.run_once():
+        pass
+    assert spool.stats().frames == 1  # all the others went
+
+
+def test_held_frames_are_retried_every_interval_and_released_once_one_goes(spool: Spool) -> None:
+    now = [0.0]
+    spool.put("a", b"a", 0.9)
+    spool.put("b", b"b", 0.8)
+    refusing = RefusingProducer({"a": MessageSizeTooLargeError(), "b": MessageSizeTooLargeError()})
+    sink = KafkaSink(
+        config(held_retry_s=60.0),
+        spool,
+        producer_factory=Factory(refusing),
+        clock=lambda: now[0],
+    )
+    for _ in range(3):  # both refused together: each is then judged alone, and held
+        assert sink.run_once() == 0
+    assert sorted(spool.keys("held")) == ["a", "b"]
+    assert sink.stats().consecutive_failures == 0  # refusals are not a link failure
+    sent = len(refusing.sent)
+    now[0] = 30.0
+    assert sink.run_once() == 0
+    assert len(refusing.sent) == sent  # not retried before held_retry_s
+    now[0] = 61.0
+    refusing.refuse = {}  # the broker's limit was raised
+    assert sink.run_once() == 1  # one held frame (the longest held) was retried, alone, and went
+    assert spool.keys("held") == []
+    assert len(spool.keys("pending")) == 1  # the other was released with it, for a fresh try
+    assert sink.stats().released_total == 1
+
+
+class PoisonedProducer(RefusingProducer):
+    """kafka-python 3.0.12's idempotent producer: after one refusal every later send fails."""
+
+    def __init__(self, refuse: Mapping[str, BaseException]) -> None:
+        super().__init__(refuse)
+        self.fatal: BaseException | None = None
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> FakeFuture:
+        assert key is not None
+        if self.fatal is not None:
+            return FakeFuture(self.fatal)
+        error = self.refuse.get(key.decode())
+        if error is not None:
+            self.fatal = error
+        return super().send(topic, value=value, key=key)
+
+
+def test_frames_failed_by_a_poisoned_producer_are_judged_alone_and_only_the_culprit_held(
+    spool: Spool,
+) -> None:
+    spool.put("huge", b"h" * 100, 0.99)
+    for i in range(4):
+        spool.put(f"ok{i}", b"o", 0.5 - i / 100)
+    producers: list[PoisonedProducer] = []
+
+    def factory(kwargs: Mapping[str, object]) -> PoisonedProducer:
+        producers.append(PoisonedProducer({"huge": MessageSizeTooLargeError("too big")}))
+        return producers[-1]
+
+    sink = KafkaSink(config(batch_max_frames=10), spool, producer_factory=factory)
+    delivered = 0
+    for _ in range(10):
+        delivered += sink.run_once()
+    assert delivered == 4
+    assert spool.keys("held") == ["huge"]
+    assert spool.stats().frames == 1
+    assert sink.stats().held_total == 1
+    assert sink.stats().rounds_failed_total == 0
+    assert len(producers) <= 3  # a fresh producer after a refusal, not one per round
+
+
+def test_stop_does_not_wait_for_a_producer_being_built_which_then_touches_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # kafka-python blocks in KafkaProducer(...) for up to bootstrap_timeout_ms with no broker.
+    spool = Spool(tmp_path / "s.db", max_bytes=1 << 20)
+    spool.put("k", b"x", 0.5)
+    building = threading.Event()
+    built: list[FakeProducer] = []
+
+    def slow_factory(kwargs: Mapping[str, object]) -> FakeProducer:
+        building.set()
+        time.sleep(2.0)
+        built.append(FakeProducer())  # the broker answered just then
+        return built[-1]
+
+    sink = KafkaSink(config(bootstrap_timeout_ms=8_000), spool, producer_factory=slow_factory)
+    sink.start()
+    assert building.wait(5.0)
+    start = time.monotonic()
+    sink.stop(drain_timeout_s=0.0)
+    assert time.monotonic() - start < 1.0
+    spool.close()  # what replay does next
+    deadline = time.monotonic() + 10
+    while not (built and built[0].closed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert built
+    assert built[0].closed  # the thread closed what it built
+    assert built[0].sent == []  # and sent nothing from a closed spool
+    assert "unexpected error" not in caplog.text
+    with Spool(tmp_path / "s.db", max_bytes=1 << 20) as again:
+        assert again.keys("pending") == ["k"]

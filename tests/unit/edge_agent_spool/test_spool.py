@@ -467,6 +467,64 @@ def test_reopening_with_a_smaller_bound_evicts_the_lowest_scored(tmp_path: Path)
         assert s.keys() == ["k9", "k8", "k7"]
 
 
+def test_held_frames_are_kept_out_of_leases_counted_and_evicted_first(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db", max_bytes=300) as spool:
+        spool.put("top", b"t" * 100, 0.9)
+        spool.put("mid", b"m" * 100, 0.5)
+        assert [e.frame_key for e in spool.lease(1, 1000)] == ["top"]
+        assert spool.hold({"top": "MessageSizeTooLargeError"}) == 1
+        assert [e.frame_key for e in spool.lease(5, 1000)] == ["mid"]
+        spool.nack(["mid"])
+        stats = spool.stats()
+        assert (stats.frames, stats.pending, stats.inflight, stats.held) == (2, 1, 0, 1)
+        assert stats.held_total == 1
+        # full: the held frame goes first, though it scores highest
+        result = spool.put("new", b"n" * 150, 0.1)
+        assert result.evicted_keys == ("top",)
+        assert spool.keys("held") == []
+    with Spool(tmp_path / "s.db", max_bytes=300) as spool:
+        spool.put("x", b"x", 0.7)
+        [entry] = spool.lease(1, 1000)
+        spool.hold({entry.frame_key: "TopicAuthorizationFailedError"})
+    with Spool(tmp_path / "s.db", max_bytes=300) as spool:  # held survives a restart
+        assert spool.keys("held") == ["x"]
+        retry = spool.lease_held()
+        assert retry is not None
+        assert retry.frame_key == "x"
+        assert retry.attempts == 1
+        assert spool.lease_held() is None
+        spool.nack(["x"])
+        [entry] = [e for e in spool.lease(5, 1000) if e.frame_key == "x"]
+        spool.hold({"x": "MessageSizeTooLargeError"})
+        assert spool.release_held() == 1
+        assert "x" in spool.keys("pending")
+
+
+def test_a_version_1_spool_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE frames (id INTEGER PRIMARY KEY, frame_key TEXT NOT NULL UNIQUE,
+            score REAL NOT NULL, nbytes INTEGER NOT NULL, created_ns INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'inflight')),
+            attempts INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE payloads (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+        INSERT INTO frames VALUES (1, 'k1', 0.5, 3, 1, 'inflight', 2);
+        INSERT INTO payloads VALUES (1, X'616263');
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    with Spool(path, max_bytes=1 << 20) as spool:
+        [entry] = spool.lease(1, 100)
+        assert (entry.frame_key, entry.payload, entry.attempts) == ("k1", b"abc", 2)
+        assert spool.hold({"k1": "MessageSizeTooLargeError"}) == 1
+        assert spool.stats().held == 1
+
+
 def test_a_key_collision_with_different_content_is_a_conflict_not_a_duplicate(
     spool: Spool, caplog: pytest.LogCaptureFixture
 ) -> None:
