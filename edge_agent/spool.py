@@ -84,8 +84,7 @@ _JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 # lease and nack ('pending' -> 'inflight' -> 'pending', attempts + 1) would copy a multi-MB
 # payload into the WAL again and fsync it. This way a payload is written once, by its put, and
 # deleted once, in the same transaction as its metadata row.
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS frames (
+_FRAMES_COLUMNS: Final = """
     id          INTEGER PRIMARY KEY,
     frame_key   TEXT    NOT NULL UNIQUE,
     score       REAL    NOT NULL,
@@ -96,7 +95,10 @@ CREATE TABLE IF NOT EXISTS frames (
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT    NOT NULL DEFAULT '',
     held_ns     INTEGER
-);
+"""
+_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS frames (
+{_FRAMES_COLUMNS});
 CREATE TABLE IF NOT EXISTS payloads (
     id          INTEGER PRIMARY KEY,  -- = frames.id, written and deleted with it
     payload     BLOB    NOT NULL
@@ -107,19 +109,9 @@ CREATE INDEX IF NOT EXISTS frames_by_created ON frames (created_ns);
 
 # Version 1 had no 'held' state (its CHECK constraint refuses it) and no last_error / held_ns:
 # the table is rebuilt, same ids (payloads stay as they are), inside the opening transaction.
-_MIGRATE_1_TO_2: Final = """
+_MIGRATE_1_TO_2: Final = f"""
 CREATE TABLE frames_v2 (
-    id          INTEGER PRIMARY KEY,
-    frame_key   TEXT    NOT NULL UNIQUE,
-    score       REAL    NOT NULL,
-    nbytes      INTEGER NOT NULL,
-    created_ns  INTEGER NOT NULL,
-    state       TEXT    NOT NULL DEFAULT 'pending'
-                        CHECK (state IN ('pending', 'inflight', 'held')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    last_error  TEXT    NOT NULL DEFAULT '',
-    held_ns     INTEGER
-);
+{_FRAMES_COLUMNS});
 INSERT INTO frames_v2 (id, frame_key, score, nbytes, created_ns, state, attempts)
     SELECT id, frame_key, score, nbytes, created_ns, state, attempts FROM frames;
 DROP TABLE frames;

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
 from deploy.demo.build_drive import build as build_demo_drive
 from deploy.kafka.broker import LocalKafka
@@ -21,9 +20,7 @@ from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.frame import Frame
 from edge_agent.replay import replay
 from edge_agent.sources import open_source, write_spool_frame
-from schemas.chunking import Reassembler
-from schemas.errors import DuplicateChunkError
-from schemas.wire import decode_frame
+from tests.support.frames_topic import frames_on
 from tests.support.kafka_leaks import LEAK_FILTER, collect_leaked_sockets
 from tests.support.tiny_models import build_camera, build_lidar
 
@@ -59,29 +56,14 @@ def _config(tmp: Path) -> AgentConfig:
 def _consume_frames(bootstrap: str, topic: str, want: set[str], timeout_s: float) -> dict[str, int]:
     """Read the topic from the start until every key in ``want`` came whole; key -> count."""
     seen: dict[str, int] = {}
-    reasm = Reassembler(max_frame_bytes=64 << 20, max_inflight_bytes=512 << 20, timeout_s=600)
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-    )
-    deadline = time.monotonic() + timeout_s
+    frames = frames_on(bootstrap, topic, timeout_s)
     try:
-        while time.monotonic() < deadline and not want <= set(seen):
-            for record in consumer:
-                try:
-                    payload = reasm.add(record.value, time.monotonic())
-                except DuplicateChunkError:
-                    # at least once: a frame cut short by a kill -9 is sent again whole, so
-                    # its first chunks come twice; ingest ignores the copy in the same way
-                    continue
-                if payload is not None:
-                    env = decode_frame(payload)
-                    seen[env.key] = seen.get(env.key, 0) + 1
+        for env in frames:
+            seen[env.key] = seen.get(env.key, 0) + 1
+            if want <= set(seen):
+                break
     finally:
-        consumer.close()
+        frames.close()
     missing = want - set(seen)
     assert not missing, f"{len(missing)} selected frame(s) never arrived: {sorted(missing)[:5]}"
     return seen

@@ -28,9 +28,8 @@ from edge_agent.models.hotswap import ModelSlot
 from edge_agent.models.runner import RunnerConfig, load_model
 from edge_agent.rollout import ModelRollout, consume_updates, publish_model, start_listener
 from edge_agent.sources import KittiObjectSource, write_spool_frame
-from schemas.chunking import Reassembler
 from schemas.messages import FrameEnvelope, ModelUpdate
-from schemas.wire import decode_frame
+from tests.support.frames_topic import frames_on
 from tests.support.tiny_models import DATA, REPO, build_lidar, lidar_props
 
 CPU = RunnerConfig(providers=("CPUExecutionProvider",))
@@ -396,21 +395,10 @@ def _manifest_version(path: Path) -> str | None:
 
 
 def _first_frame(bootstrap: str, topic: str, timeout_s: float) -> FrameEnvelope:
-    reasm = Reassembler(max_frame_bytes=64 << 20, max_inflight_bytes=512 << 20, timeout_s=600)
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-    )
-    deadline = time.monotonic() + timeout_s
+    frames = frames_on(bootstrap, topic, timeout_s)
     try:
-        while time.monotonic() < deadline:
-            for record in consumer:
-                payload = reasm.add(record.value, time.monotonic())
-                if payload is not None:
-                    return decode_frame(payload)
+        return next(frames)
+    except StopIteration:
+        raise AssertionError(f"no frame arrived on {topic} within {timeout_s} s") from None
     finally:
-        consumer.close()
-    raise AssertionError(f"no frame arrived on {topic} within {timeout_s} s")
+        frames.close()
