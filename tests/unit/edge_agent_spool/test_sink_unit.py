@@ -579,3 +579,23 @@ def test_stop_does_not_wait_for_a_producer_being_built_which_then_touches_nothin
     assert "unexpected error" not in caplog.text
     with Spool(tmp_path / "s.db", max_bytes=1 << 20) as again:
         assert again.keys("pending") == ["k"]
+
+
+def test_the_real_producer_factory_leaks_nothing_while_no_broker_listens() -> None:
+    """kafka-python leaks a thread and sockets per producer that fails to bootstrap; the
+    factory the sink retries for hours must not build one before a server accepts."""
+    import os
+    import socket
+
+    from edge_agent.sink import kafka_producer
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    kwargs = {"bootstrap_servers": [closed], "bootstrap_timeout_ms": 500}
+    threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ConnectionError, match=closed):
+            kafka_producer(kwargs)
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1
