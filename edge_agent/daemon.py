@@ -127,6 +127,7 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
     finally:
         save_state(parts.selector, cfg.state_path)
         source.close()
+        parts.pipeline.flush_logs()  # the counts of bad inputs the rate limits held back
         log.info(
             "intake stopped after %d frames; draining for up to %.0f s",
             frames,
