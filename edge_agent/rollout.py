@@ -58,6 +58,7 @@ from edge_agent.models.metadata import read_metadata
 from edge_agent.models.runner import ScoringModel
 from schemas.chunking import Reassembler, split_payload
 from schemas.errors import SchemaError
+from schemas.kafka_net import METADATA_MAX_AGE_MS, first_reachable
 from schemas.messages import ModelUpdate
 from schemas.wire import decode_model_update, encode
 
@@ -391,16 +392,22 @@ def start_listener(
 
     def listen_once() -> None:
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaConnectionError, KafkaError
 
         while not stop.is_set():
             try:
+                # no client before a server accepts: kafka-python leaks one that fails to
+                # bootstrap (schemas.kafka_net)
+                reachable, why = first_reachable(list(bootstrap_servers))
+                if reachable is None:
+                    raise KafkaConnectionError(why)
                 consumer = KafkaConsumer(
                     topic,
                     bootstrap_servers=list(bootstrap_servers),
                     group_id=group_id,
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
+                    metadata_max_age_ms=METADATA_MAX_AGE_MS,
                     **security,
                 )
             except KafkaError as exc:

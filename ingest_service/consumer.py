@@ -57,7 +57,7 @@ from schemas.errors import (
     UnsupportedVersionError,
     ValidationError,
 )
-from schemas.kafka_net import first_reachable
+from schemas.kafka_net import METADATA_MAX_AGE_MS, first_reachable
 from schemas.messages import FrameEnvelope
 from schemas.wire import decode_frame
 
@@ -403,6 +403,7 @@ class IngestConsumer:
             max_partition_fetch_bytes=k.max_partition_fetch_bytes,
             request_timeout_ms=k.request_timeout_ms,
             bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **security,
         )
         self._consumer.subscribe([k.topic], listener=_listener(self))

@@ -16,7 +16,15 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-__all__ = ["first_reachable", "split_host_port"]
+__all__ = ["METADATA_MAX_AGE_MS", "first_reachable", "split_host_port"]
+
+METADATA_MAX_AGE_MS = 15_000
+"""``metadata_max_age_ms`` of our group consumers (kafka-python's default: 5 minutes).
+
+A group leader that assigns while its metadata cache lacks the topic's partitions ("No
+partition metadata for topic", seen right after a broker restart or a topic's creation)
+assigns nothing; kafka-python 3.0.12 rejoins when later metadata differs, but the group then
+sat idle until the next refresh. One metadata request per 15 s per consumer is cheap."""
 
 
 def split_host_port(server: str, default_port: int = 9092) -> tuple[str, int]:

@@ -20,10 +20,10 @@ from deploy.prometheus.local import LocalPrometheus
 
 
 def test_hold_services(kafka: LocalKafka, postgres: str) -> None:
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(postgres) as conn:  # read while the backend lives: its parent
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert backend is not None
-    status = Path(f"/proc/{backend[0]}/status").read_text()
+        assert backend is not None
+        status = Path(f"/proc/{backend[0]}/status").read_text()
     postmaster = int(next(ln for ln in status.splitlines() if ln.startswith("PPid:")).split()[1])
     prometheus = LocalPrometheus([kafka.bootstrap]).start()
     pids = {"kafka": kafka.pid, "postgres": postmaster, "prometheus": prometheus.pid}
