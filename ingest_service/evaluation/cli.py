@@ -150,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StreamError, ValueError) as exc:
         print(f"fleetal-evaluate: {exc}", file=sys.stderr)
         return 2
+    # threadpoolctl limits only the thread pools of libraries already loaded: load
+    # scikit-learn's (its OpenMP runtime, scipy's BLAS) before entering the limit.
+    import sklearn.decomposition
+    import sklearn.linear_model
+    import sklearn.metrics  # noqa: F401
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     from tqdm import tqdm
 
