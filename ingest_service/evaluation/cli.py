@@ -115,7 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=5000)
     p.add_argument("--holdout", type=int, default=2000)
     p.add_argument("--initial", type=int, default=10, help="warm-start labels")
-    p.add_argument("--features", choices=["pca", "raw"], default="pca")
+    p.add_argument(
+        "--features",
+        choices=["raw", "pca"],
+        default="raw",
+        help="raw pixels (default) or PCA components fit on a disjoint unlabeled pool",
+    )
     p.add_argument("--pca-dim", type=int, default=50)
     p.add_argument("--refit-labels", type=int, default=5, help="refit every N new labels")
     p.add_argument("--refit-frames", type=int, default=None, help="also refit every T frames")

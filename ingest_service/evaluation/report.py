@@ -1,7 +1,8 @@
 """Write an evaluation: a Markdown table per stream, one JSON file, PNG plots.
 
 Files under ``out``: ``evaluation.md``, ``evaluation.json`` and, per stream,
-``<stream>-metric.png`` (metric vs labels, mean over seeds with a min-max band) and
+``<stream>-metric.png`` (metric vs labels: the mean over seeds up to the fewest labels any
+seed used, a min-max band over the seeds up to the most) and
 ``<stream>-spend.png`` (selections so far / budget target so far, over the stream).
 """
 
@@ -96,7 +97,8 @@ def _plot_stream(out: Path, stream: str, runs: Sequence[RunResult], metric: str)
             for k, count in enumerate(grid):
                 if count <= r.labels_used:
                     curves[j, k] = metric_at(c, float(count))
-        mean = np.nanmean(curves, axis=0)
+        # the mean where every seed has the label count, the band where any has it
+        mean = curves.mean(axis=0)  # NaN where a seed has fewer labels
         (line,) = ax.plot(grid, mean, label=name, lw=1.4)
         ax.fill_between(
             grid,
