@@ -5,7 +5,7 @@ Run from the repository root: ``.venv/bin/python -m bench.evaluation [--seeds N]
 docs/evaluation.md) on ``fashion-mnist``, ``fashion-mnist/video``, ``fashion-mnist/rare_late``
 and ``fashion-mnist/day_night`` at a 5 % budget, 5,000 frames, a 2,000-frame holdout, 10
 warm-start labels, raw pixels, logistic regression refit every 5 labels, 3 seeds, with every
-strategy (about 13 minutes on one core); it writes ``evaluation.md``, ``evaluation.json`` and
+strategy (about 11 minutes on one core); it writes ``evaluation.md``, ``evaluation.json`` and
 the plots under ``bench/results/evaluation/``.
 Needs the Debian package ``dataset-fashion-mnist`` (``make setup`` installs it).
 """

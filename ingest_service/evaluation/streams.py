@@ -23,7 +23,7 @@ on; the warm-start labels come from neither. Frames carry a timestamp (10 Hz) an
 a synthetic track (a circle of 1 km radius at 10 m/s), so the diversity memory can run.
 
 Features: ``raw`` (pixels, the default) or ``pca`` (``pca_dim`` components fit on a disjoint
-pool of unlabeled images, never the holdout). PCA-50 runs the loop about 4.5 times faster on
+pool of unlabeled images, never the holdout). PCA-50 runs the loop about 3.6 times faster on
 Fashion-MNIST but costs logistic regression 2-4 points of accuracy and changes the ranking of
 strategies (docs/evaluation.md), so raw pixels are the default.
 """
