@@ -14,8 +14,10 @@ UV     := $(UV_ENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the project needs: libusb for `import open3d`, Java 17 + Maven for the local
 # Kafka broker, PostgreSQL for the label-queue tests, Prometheus for the scrape tests, Chromium
-# (headless) for the test that the labeling API's /docs renders offline.
-DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus chromium
+# (headless) for the test that the labeling API's /docs renders offline, Fashion-MNIST for the
+# evaluation harness (`make bench`, docs/evaluation.md).
+DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus chromium \
+  dataset-fashion-mnist
 STAMP  := $(VENV)/.fleetal-installed
 
 .PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars clean
@@ -45,7 +47,7 @@ $(UV):
 # .venv is exactly uv.lock (checked in): `--locked` refuses to run when pyproject.toml and the
 # lock disagree, so a fresh machine installs the very versions CI tested. `make lock` updates it.
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra test --extra bench --python $(PYTHON) --quiet
+	$(UV) sync --locked --extra test --extra bench --extra evaluate --python $(PYTHON) --quiet
 	@touch $(STAMP)
 
 # Re-resolve the lock after changing dependencies in pyproject.toml (upgrade one package:

@@ -10,7 +10,15 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("selector", "codec", "inference", "pipeline", "kafka_transport", "ingest")
+BENCHMARKS = (
+    "selector",
+    "codec",
+    "inference",
+    "pipeline",
+    "kafka_transport",
+    "ingest",
+    "evaluation",
+)
 
 
 def main(argv: list[str]) -> int:
