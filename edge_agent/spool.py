@@ -813,29 +813,18 @@ class Spool:
 
     def lease_key(self, frame_key: str) -> SpoolEntry | None:
         """Lease one given pending frame (the sink retries a suspect alone), or None."""
-        with self._lock:
-            self._check_open()
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                row = conn.execute(
-                    "SELECT f.id, f.frame_key, p.payload, f.score, f.created_ns, f.attempts "
-                    "FROM frames AS f JOIN payloads AS p ON p.id = f.id "
-                    "WHERE f.frame_key = ? AND f.state = 'pending'",
-                    (frame_key,),
-                ).fetchone()
-                if row is not None:
-                    conn.execute("UPDATE frames SET state = 'inflight' WHERE id = ?", (row[0],))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._fail(exc, f"leasing frame {frame_key}") from exc
-        if row is None:
-            return None
-        _, key, payload, score, created_ns, attempts = row
-        return SpoolEntry(str(key), bytes(payload), float(score), int(created_ns), int(attempts))
+        return self._lease_one(
+            "f.frame_key = ? AND f.state = 'pending'", (frame_key,), f"leasing frame {frame_key}"
+        )
 
     def lease_held(self) -> SpoolEntry | None:
         """Lease the held frame that was set aside longest ago (a retry), or None."""
+        return self._lease_one(
+            "f.state = 'held' ORDER BY f.held_ns ASC, f.id ASC LIMIT 1", (), "leasing a held frame"
+        )
+
+    def _lease_one(self, where: str, params: tuple[object, ...], what: str) -> SpoolEntry | None:
+        """Mark the first frame matching ``where`` (SQL after WHERE) inflight; it, or None."""
         with self._lock:
             self._check_open()
             conn = self._conn
@@ -843,14 +832,14 @@ class Spool:
                 conn.execute("BEGIN IMMEDIATE")
                 row = conn.execute(
                     "SELECT f.id, f.frame_key, p.payload, f.score, f.created_ns, f.attempts "
-                    "FROM frames AS f JOIN payloads AS p ON p.id = f.id "
-                    "WHERE f.state = 'held' ORDER BY f.held_ns ASC, f.id ASC LIMIT 1"
+                    f"FROM frames AS f JOIN payloads AS p ON p.id = f.id WHERE {where}",
+                    params,
                 ).fetchone()
                 if row is not None:
                     conn.execute("UPDATE frames SET state = 'inflight' WHERE id = ?", (row[0],))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise self._fail(exc, "leasing a held frame") from exc
+                raise self._fail(exc, what) from exc
         if row is None:
             return None
         _, key, payload, score, created_ns, attempts = row
