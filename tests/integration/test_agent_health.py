@@ -21,6 +21,7 @@ from deploy.demo.build_drive import build as build_demo_drive
 from deploy.kafka.broker import LocalKafka
 from edge_agent.frame import Frame
 from edge_agent.sources import open_source, write_spool_frame
+from tests.support.agent_process import spawn_agent
 from tests.support.kafka_leaks import LEAK_FILTER, collect_leaked_sockets
 from tests.support.tiny_models import build_camera, build_lidar
 
@@ -121,17 +122,6 @@ def _daemon(
     return cfg, env, port
 
 
-def _spawn(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -152,7 +142,7 @@ def test_check_asks_the_running_daemon_and_kafka_down_makes_it_unhealthy(
     for frame in frames:
         write_spool_frame(cfg.parent / "bridge", frame)
     log = tmp_path / "up.log"
-    proc = _spawn(cfg, env, log)
+    proc = spawn_agent(cfg, env, log)
     try:
         body = _wait_health(port, 200, proc, log)
         assert body.startswith("ok\nuplink: ")
@@ -175,7 +165,7 @@ def test_check_asks_the_running_daemon_and_kafka_down_makes_it_unhealthy(
     for frame in frames:
         write_spool_frame(cfg.parent / "bridge", frame)
     log = tmp_path / "down.log"
-    proc = _spawn(cfg, env, log)
+    proc = spawn_agent(cfg, env, log)
     try:
         body = _wait_health(port, 503, proc, log)
         assert body.startswith("unhealthy: uplink\n"), body

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.frame import Frame
 from edge_agent.replay import replay
 from edge_agent.sources import open_source, write_spool_frame
+from tests.support.agent_process import spawn_agent
 from tests.support.frames_topic import frames_on
 from tests.support.kafka_leaks import LEAK_FILTER, collect_leaked_sockets
 from tests.support.tiny_models import build_camera, build_lidar
@@ -151,17 +150,6 @@ def _frames(drive: Path) -> Iterator[Frame]:
                 yield item
 
 
-def _spawn(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-
 def _spool_keys(agent_dir: Path) -> int:
     import sqlite3
 
@@ -187,7 +175,7 @@ def test_daemon_killed_mid_send_then_sigterm_drains(
     first, second = frames[:15], frames[15:]
     for frame in first:
         write_spool_frame(spool_dir, frame)
-    agent = _spawn(cfg, env, log)
+    agent = spawn_agent(cfg, env, log)
     # kill -9 once the bridge's first frames have been consumed
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(spool_dir.glob("*.npz"))) > 8:
@@ -197,7 +185,7 @@ def test_daemon_killed_mid_send_then_sigterm_drains(
     # the bridge keeps writing; the agent comes back and carries on
     for frame in second:
         write_spool_frame(spool_dir, frame)
-    agent = _spawn(cfg, env, log)
+    agent = spawn_agent(cfg, env, log)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and any(spool_dir.glob("*.npz")):
         time.sleep(0.1)

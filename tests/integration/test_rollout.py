@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from edge_agent.models.runner import RunnerConfig, load_model
 from edge_agent.rollout import ModelRollout, consume_updates, publish_model, start_listener
 from edge_agent.sources import KittiObjectSource, write_spool_frame
 from schemas.messages import FrameEnvelope, ModelUpdate
+from tests.support.agent_process import spawn_agent
 from tests.support.frames_topic import frames_on
 from tests.support.tiny_models import DATA, REPO, build_lidar, lidar_props
 
@@ -286,17 +286,6 @@ def test_a_full_disk_while_storing_keeps_the_listener_and_the_old_model(
     assert not thread.is_alive()
 
 
-def _spawn(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-
 def _stop(agent: subprocess.Popen[bytes], log: Path) -> None:
     agent.send_signal(signal.SIGTERM)
     try:
@@ -354,7 +343,7 @@ def test_after_a_restart_the_agent_runs_the_rolled_out_model(
     )
     log = tmp_path / "agent.log"
     manifest_path = tmp_path / "agent" / manifest.MANIFEST_NAME
-    agent = _spawn(cfg, env, log)
+    agent = spawn_agent(cfg, env, log)
     try:
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
         try:
@@ -374,7 +363,7 @@ def test_after_a_restart_the_agent_runs_the_rolled_out_model(
     first_run = log.read_text()
     assert "tiny-lidar-1 -> tiny-lidar-2" in first_run
 
-    agent = _spawn(cfg, env, log)  # the vehicle rebooted
+    agent = spawn_agent(cfg, env, log)  # the vehicle rebooted
     try:
         frame = next(
             f for f in KittiObjectSource(DATA / "kitti_object").frames() if isinstance(f, Frame)
