@@ -16,8 +16,9 @@ entropy of the class probabilities, goes to
 
 * ours: :class:`selector.stream.StreamSelector`, which computes that entropy itself from the
   probabilities (``selector.uncertainty``), checks novelty against a diversity memory pre-filled
-  with 10,000 selected frames (512-d), and applies the budget (quantile + integral, cold start
-  500 frames);
+  with 10,000 selected frames (512-d), and applies the budget (quantile + integral, the
+  default budget: no cold start); entropy rather than the default margin, so that every
+  method thresholds the same utility;
 * ``ours-nv``: the same without a diversity memory (entropy + budget only), to separate what
   the novelty veto costs and what it does to the rate;
 * ``skactiveml.stream.budgetmanager`` ``BalancedIncrementalQuantileFilter`` (BIQF) and

@@ -82,8 +82,11 @@ class Pipeline:
             runner = slot.current.runner
             meta = runner.metadata
             info = ModelInfo(meta.name, meta.version, runner.sha256)
-            if self._model_infos.get(kind) != info:
+            previous = self._model_infos.get(kind)
+            if previous != info:
                 self._model_infos[kind] = info
+                if previous is not None:  # a swap: the scores now come from another model
+                    self.selector.model_changed()
                 self.metrics.set_model(
                     kind, meta.name, meta.version, runner.sha256, runner.provider
                 )

@@ -28,7 +28,7 @@ from selector.budget import BudgetConfig, TokenBucket, cap_reason
 from selector.decision import Decision, Reason
 from selector.errors import InvalidScoresError, StateError
 from selector.state import UniformStream, array, field, pack, unpack
-from selector.stream import FrameScores
+from selector.stream import FrameScores, SelectorConfig, frame_time
 
 __all__ = ["RandomSelector"]
 
@@ -38,7 +38,9 @@ _KIND = "random_selector"
 class RandomSelector:
     """Uniform random selection at ``config.target_rate``, seeded, under the caps."""
 
-    def __init__(self, config: BudgetConfig, seed: int = 0) -> None:
+    def __init__(self, config: BudgetConfig | SelectorConfig, seed: int = 0) -> None:
+        if isinstance(config, SelectorConfig):  # the same config as a StreamSelector's
+            config = config.budget
         self.config = config
         self.seed = seed
         self._draws = UniformStream(seed)
@@ -59,7 +61,7 @@ class RandomSelector:
 
     def decide(self, frame: FrameScores) -> Decision:
         """Decide one frame; changes nothing."""
-        t = frame.timestamp_s
+        t = frame_time(frame, self._seen)
         if not (isinstance(t, float | int) and math.isfinite(t)):
             raise InvalidScoresError(f"timestamp_s must be finite, got {t!r}")
         if frame.nbytes < 0:
@@ -90,7 +92,7 @@ class RandomSelector:
             raise StateError(
                 f"decision.seq {decision.seq} does not match the next frame {self._seen}"
             )
-        if decision.timestamp_s != frame.timestamp_s:
+        if decision.timestamp_s != frame_time(frame, decision.seq):
             raise StateError("decision and frame disagree on timestamp_s: not the same frame")
         t = decision.timestamp_s
         for bucket, amount in ((self._frames, 1.0), (self._bytes, float(decision.nbytes))):
@@ -103,6 +105,9 @@ class RandomSelector:
         self._seen += 1
         self._selected += decision.selected
         self._draws.advance()
+
+    def model_changed(self, *, embedding_changed: bool = True) -> None:
+        """Random selection does not look at the model: nothing to do."""
 
     def state_bytes(self) -> bytes:
         """Everything needed to continue exactly, as bytes (no pickle)."""
@@ -119,8 +124,10 @@ class RandomSelector:
         return pack(_KIND, header, {"draws": draws_buf})
 
     @classmethod
-    def from_state(cls, config: BudgetConfig, data: bytes) -> RandomSelector:
+    def from_state(cls, config: BudgetConfig | SelectorConfig, data: bytes) -> RandomSelector:
         """A selector restored from :meth:`state_bytes`; ``config`` must be the saved one."""
+        if isinstance(config, SelectorConfig):
+            config = config.budget
         header, arrays = unpack(data, _KIND)
         if field(header, "config", dict) != config.to_json():
             raise StateError("selector state was saved with a different BudgetConfig")

@@ -69,6 +69,8 @@ from selector.state import UniformStream, array, field
 
 ColdStartMode = Literal["random", "diversity"]
 COLD_START_MODES: tuple[str, ...] = ("random", "diversity")
+ModelChange = Literal["refresh", "keep"]
+MODEL_CHANGES: tuple[str, ...] = ("refresh", "keep")
 
 _ACCEPT_GAIN = 1.0 / 32.0  # EMA weight of one would-be selection in the acceptance share
 _MIN_ACCEPT = 0.1  # the veto compensation raises the rate at most tenfold
@@ -165,10 +167,12 @@ class BudgetConfig:
     burst_frames: float = 10.0
     max_bytes_per_hour: float | None = None
     burst_bytes: float | None = None
-    cold_start_frames: int = 500
+    cold_start_frames: int = 0
     cold_start_min_selected: int | None = None
     cold_start_mode: ColdStartMode = "random"
     cold_start_novelty: float = 0.5
+    model_change: ModelChange = "refresh"
+    refresh_scores: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -230,6 +234,29 @@ class BudgetConfig:
             "cold_start_novelty",
             f"must be in [0, 1], got {self.cold_start_novelty!r}",
         )
+        _require(
+            self.model_change in MODEL_CHANGES,
+            "model_change",
+            f"must be one of {MODEL_CHANGES}, got {self.model_change!r}",
+        )
+        if self.refresh_scores is not None:
+            _require(
+                isinstance(self.refresh_scores, int) and 1 <= self.refresh_scores <= self.window,
+                "refresh_scores",
+                f"must be an int in [1, window={self.window}] or None, got {self.refresh_scores!r}",
+            )
+
+    @property
+    def cold_start(self) -> bool:
+        """Whether a selector built from this config starts in a cold start."""
+        return self.cold_start_frames > 0 or self.cold_start_min_selected is not None
+
+    def refresh_size(self) -> int:
+        """Scores of a new model that replace the old model's window (``refresh_scores``, or
+        by default the frames in which the budget expects two selections, at least 10)."""
+        if self.refresh_scores is not None:
+            return self.refresh_scores
+        return min(self.window, max(10, math.ceil(2.0 / self.target_rate)))
 
     def frame_bucket(self) -> TokenBucket | None:
         """A fresh frames-per-minute bucket, or ``None`` without a cap."""
@@ -280,6 +307,9 @@ class BudgetController:
         self._ring: list[float] = []  # the last `window` scores in arrival order
         self._head = 0  # next slot of _ring to overwrite once it is full
         self._sorted: list[float] = []
+        # The previous model's sorted window, used until the new model has ``_refresh`` scores.
+        self._stale: list[float] | None = None
+        self._models = 0  # model swaps seen
         self._deficit = 0.0  # D, clamped to +-integral_selections
         self._backlog = 0.0  # B: owed beyond the clamp, in [0, backlog limit]
         self._accept = 1.0  # EMA of the share of would-be selections not vetoed downstream
@@ -288,7 +318,7 @@ class BudgetController:
         self._cold_seen = 0
         self._cold_selected = 0
         self._reasons: dict[Reason, int] = dict.fromkeys(Reason, 0)
-        self._in_cold_start = config.cold_start_frames > 0
+        self._in_cold_start = config.cold_start
         # Constants of the hot path, derived once from the (frozen, validated) config.
         self._target = float(config.target_rate)
         self._window = config.window
@@ -297,6 +327,7 @@ class BudgetController:
         self._horizon = self._bound / self._target  # H, frames
         self._random_cold_start = config.cold_start_mode == "random"
         self._capped = self._frames is not None or self._bytes is not None
+        self._refresh = config.refresh_size() if config.model_change == "refresh" else 0
 
     # -- read-only views ---------------------------------------------------------------------
     @property
@@ -313,6 +344,16 @@ class BudgetController:
     def in_cold_start(self) -> bool:
         """Whether the next frame is decided by the cold-start rule."""
         return self._in_cold_start
+
+    @property
+    def model_swaps(self) -> int:
+        """How many times :meth:`model_changed` was called."""
+        return self._models
+
+    @property
+    def scores_in_window(self) -> int:
+        """Scores in the window the threshold is taken from (the new model's, once refreshed)."""
+        return len(self._sorted if self._stale is None else self._stale)
 
     @property
     def deficit(self) -> float:
@@ -355,7 +396,7 @@ class BudgetController:
 
     def threshold(self) -> float:
         """Current score threshold: a frame is selected when its score is above it."""
-        s = self._sorted
+        s = self._sorted if self._stale is None else self._stale
         m = len(s)
         r = self.effective_rate()
         if m == 0:
@@ -459,13 +500,12 @@ class BudgetController:
             cfg = self.config
             self._cold_seen += 1
             self._cold_selected += selected
-            done = self._cold_seen >= cfg.cold_start_frames or (
+            done = (cfg.cold_start_frames > 0 and self._cold_seen >= cfg.cold_start_frames) or (
                 cfg.cold_start_min_selected is not None
                 and self._cold_selected >= cfg.cold_start_min_selected
             )
-            if done:  # the long run counts from frame 0: start owing what exploring missed
-                self._in_cold_start = False
-                self._settle(self._target * self._cold_seen - self._cold_selected)
+            if done:
+                self._end_cold_start()
         else:
             self._settle(self._deficit + self._backlog + self._target - (1.0 if selected else 0.0))
             if reason is Reason.SELECTED or reason is Reason.TOO_SIMILAR:
@@ -475,6 +515,33 @@ class BudgetController:
             self._selected += 1
         self._reasons[reason] += 1
         self._draws.advance()
+
+    def model_changed(self) -> None:
+        """The model that scores the frames changed (a rollout, a rollback, a retrain).
+
+        Scores of different models are not comparable: a retrained model is more confident,
+        so the old window's quantile would sit far above the new scores and the budget would
+        under-spend until the window refills (``window`` frames). With ``model_change =
+        "refresh"`` the old window stays in force only until the new model has scored
+        ``refresh_size()`` frames, then the threshold is taken from the new model's scores
+        alone. A cold start ends here: a swapped-in model was trained on labels, so its
+        scores are the ones to trust. The integral state (what is owed) is kept.
+        """
+        self._models += 1
+        if self._in_cold_start:
+            self._end_cold_start()
+        if not self._refresh:
+            return
+        if self._stale is None or len(self._sorted) >= self._refresh:
+            self._stale = self._sorted  # else the last full window stays the reference
+        self._sorted = []
+        self._ring = []
+        self._head = 0
+
+    def _end_cold_start(self) -> None:
+        """Leave the cold start; the long run counts from frame 0: owe what exploring missed."""
+        self._in_cold_start = False
+        self._settle(self._target * self._cold_seen - self._cold_selected)
 
     def _settle(self, owed: float) -> None:
         """Split the selections ``owed`` in all into D (up to its clamp) and the backlog B
@@ -499,6 +566,8 @@ class BudgetController:
             head += 1
             self._head = 0 if head == self._window else head
         insort(s, score)
+        if self._stale is not None and len(s) >= self._refresh:
+            self._stale = None  # the new model's scores are enough
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
@@ -517,11 +586,15 @@ class BudgetController:
             "cold_seen": self._cold_seen,
             "cold_selected": self._cold_selected,
             "in_cold_start": self._in_cold_start,
+            "models": self._models,
+            "stale": self._stale is not None,
             "reasons": {str(k): v for k, v in self._reasons.items()},
             "frames_bucket": None if self._frames is None else self._frames.get_state(),
             "bytes_bucket": None if self._bytes is None else self._bytes.get_state(),
         }
         arrays = {"ring": np.asarray(self._ring, dtype=np.float64), "draws": draws_buf}
+        if self._stale is not None:
+            arrays["stale"] = np.asarray(self._stale, dtype=np.float64)
         return header, arrays
 
     @classmethod
@@ -559,6 +632,12 @@ class BudgetController:
         obj._cold_seen = field(header, "cold_seen", int)
         obj._cold_selected = field(header, "cold_selected", int)
         obj._in_cold_start = field(header, "in_cold_start", bool)
+        obj._models = field(header, "models", int)
+        if field(header, "stale", bool):
+            stale = array(arrays, "stale", np.float64, (None,)).tolist()
+            if len(stale) > config.window or any(not 0.0 <= v <= 1.0 for v in stale):
+                raise StateError("corrupt selector state: stale window out of range")
+            obj._stale = sorted(stale)
         reasons = field(header, "reasons", dict)
         try:
             obj._reasons = {Reason(k): int(v) for k, v in reasons.items()}

@@ -182,6 +182,8 @@ class DiversityMemory:
             raise InvalidScoresError(f"position must be finite, got {coords!r}")
         return x, y, z
 
+    check_position = _position  # public: what a frame's position must be
+
     def _embedding(self, embedding: ArrayLike) -> NDArray[np.float32]:
         e = np.asarray(embedding, dtype=np.float32)
         if e.shape != (self.dim,):

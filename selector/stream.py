@@ -57,7 +57,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from selector.budget import BudgetConfig, BudgetController, check_frame
 from selector.decision import Decision, Reason, make_decision
-from selector.diversity import DiversityMemory, Eviction, Novelty
+from selector.diversity import EMPTY_NOVELTY, DiversityMemory, Eviction, Novelty
 from selector.errors import InvalidConfigError, InvalidScoresError, StateError
 from selector.fusion import (
     COMBINE_RULES,
@@ -69,8 +69,10 @@ from selector.state import pack, unpack
 from selector.uncertainty import COMMITTEE_METHODS, check_method, score_one
 
 __all__ = [
+    "NOMINAL_FRAME_PERIOD_S",
     "DiversityConfig",
     "FrameScores",
+    "MemoryLayout",
     "Selector",
     "SelectorConfig",
     "StreamSelector",
@@ -83,11 +85,14 @@ class FrameScores:
 
     Per sensor, give either class probabilities (``(K,)``; ``(T, K)`` for the committee
     methods ``bald`` / ``vote_entropy`` / ``mean_kl``) or a precomputed uncertainty in
-    [0, 1], not both; at least one sensor. ``position`` (ego, metres, xy or xyz) and
-    ``embedding`` are required when the selector has a diversity memory.
+    [0, 1], not both; at least one sensor. ``timestamp_s`` may be ``None`` where there is no
+    clock: the frame then gets the nominal time ``seq * NOMINAL_FRAME_PERIOD_S`` (10 Hz).
+    ``position`` (ego, metres, xy or xyz) and ``embedding`` (any size) are optional: the
+    diversity memory measures distance on what the first frame it sees carries (see
+    :class:`DiversityConfig`), and later frames must carry the same.
     """
 
-    timestamp_s: float
+    timestamp_s: float | None = None
     nbytes: int = 0
     camera_probs: NDArray[np.floating[Any]] | None = None
     lidar_probs: NDArray[np.floating[Any]] | None = None
@@ -97,26 +102,93 @@ class FrameScores:
     embedding: NDArray[np.floating[Any]] | None = None
 
 
+NOMINAL_FRAME_PERIOD_S = 0.1
+"""The time step given to frames without a timestamp (10 Hz, the camera rate of the fleet)."""
+
+
+def frame_time(frame: FrameScores, seq: int) -> float:
+    """``frame.timestamp_s``, or the nominal time of frame ``seq`` when it has none."""
+    t = frame.timestamp_s
+    return seq * NOMINAL_FRAME_PERIOD_S if t is None else t
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLayout:
+    """What the diversity memory measures, fixed by the first frame it sees."""
+
+    dim: int  # embedding size; 1 (a constant) when frames carry no embedding
+    position: bool
+    embedding: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dim": self.dim, "position": self.position, "embedding": self.embedding}
+
+
+_ORIGIN = (0.0, 0.0)
+_NO_EMBEDDING = np.ones(1, dtype=np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class DiversityConfig:
-    """Parameters of the diversity memory (see :class:`DiversityMemory`)."""
+    """Parameters of the diversity memory (see :class:`DiversityMemory`).
+
+    ``dim`` of ``None`` (the default) sizes the memory to the first embedding. Frames without
+    a position (no GNSS) or without an embedding (a model without one) are measured on what
+    they have: the weights of the missing terms are dropped and the others rescaled to sum 1
+    (time and features 1/3 and 2/3 without positions, with the default weights).
+    """
 
     capacity: int = 10_000
-    dim: int = 512
+    dim: int | None = None
     time_scale_s: float = 60.0
     space_scale_m: float = 100.0
     weights: tuple[float, float, float] = (0.25, 0.25, 0.5)
     similar_threshold: float = 0.05
     eviction: Eviction = "fifo"
 
-    def build(self, seed: int) -> DiversityMemory:
-        """A fresh, empty memory."""
-        return DiversityMemory(
+    def __post_init__(self) -> None:
+        if self.dim is not None and not (isinstance(self.dim, int) and self.dim >= 1):
+            raise InvalidConfigError(
+                f"diversity dim: must be an int >= 1 or None, got {self.dim!r}"
+            )
+        DiversityMemory(  # validates the other parameters (a 1-d memory costs nothing)
             self.capacity,
-            self.dim,
+            1,
             time_scale_s=self.time_scale_s,
             space_scale_m=self.space_scale_m,
             weights=self.weights,
+            similar_threshold=self.similar_threshold,
+            eviction=self.eviction,
+        )
+
+    def layout_for(self, frame: FrameScores) -> MemoryLayout:
+        """The layout a memory gets from its first frame."""
+        emb = frame.embedding
+        dim = self.dim if self.dim is not None else (1 if emb is None else int(np.size(emb)))
+        return MemoryLayout(dim, frame.position is not None, emb is not None)
+
+    def weights_for(self, layout: MemoryLayout) -> tuple[float, float, float]:
+        """The weights over (time, space, features), without the terms the layout lacks."""
+        w_t, w_s, w_f = self.weights
+        w_s = w_s if layout.position else 0.0
+        w_f = w_f if layout.embedding else 0.0
+        total = w_t + w_s + w_f
+        if not total > 0.0:
+            raise InvalidScoresError(
+                f"the diversity weights {self.weights} leave nothing to measure for frames "
+                f"with position={layout.position} and embedding={layout.embedding}: give the "
+                "frames what the weights use, or set diversity = None"
+            )
+        return (w_t / total, w_s / total, w_f / total)
+
+    def build(self, seed: int, layout: MemoryLayout) -> DiversityMemory:
+        """A fresh, empty memory for frames of ``layout``."""
+        return DiversityMemory(
+            self.capacity,
+            layout.dim,
+            time_scale_s=self.time_scale_s,
+            space_scale_m=self.space_scale_m,
+            weights=self.weights_for(layout),
             similar_threshold=self.similar_threshold,
             eviction=self.eviction,
             seed=seed,
@@ -128,7 +200,7 @@ class SelectorConfig:
     """Configuration of a :class:`StreamSelector`; validated on construction."""
 
     budget: BudgetConfig
-    uncertainty_method: str = "entropy"
+    uncertainty_method: str = "margin"
     logits: bool = False
     sensor_fusion: str = "max"
     camera_weight: float = 0.5
@@ -157,8 +229,6 @@ class SelectorConfig:
                 )
             if self.budget.cold_start_mode == "diversity":
                 raise InvalidConfigError("cold_start_mode 'diversity' needs diversity to be set")
-        else:
-            self.diversity.build(0)  # validates the memory parameters
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as JSON-compatible data (tuples as lists)."""
@@ -175,6 +245,8 @@ class Selector(Protocol):
 
     def state_bytes(self) -> bytes: ...
 
+    def model_changed(self, *, embedding_changed: bool = True) -> None: ...
+
 
 _KIND = "stream_selector"
 
@@ -190,9 +262,12 @@ class StreamSelector:
     def __init__(self, config: SelectorConfig, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
-        budget_seed, memory_seed = _seeds(seed)
+        budget_seed, self._memory_seed = _seeds(seed)
         self._budget = BudgetController(config.budget, seed=budget_seed)
-        self._memory = None if config.diversity is None else config.diversity.build(memory_seed)
+        self._diversity = config.diversity
+        # Built at the first frame, whose layout (embedding size, position or not) it takes.
+        self._memory: DiversityMemory | None = None
+        self._layout: MemoryLayout | None = None
         self._novelty_always = config.combine_rule != "uncertainty"
         self._committee = config.uncertainty_method in COMMITTEE_METHODS
         # Constants of the hot path, derived once from the (frozen, validated) config.
@@ -202,7 +277,7 @@ class StreamSelector:
         self._fusion = config.sensor_fusion
         self._camera_weight = float(config.camera_weight)
         self._diversity_cold_start = config.budget.cold_start_mode == "diversity"
-        self._similar = 0.0 if self._memory is None else self._memory.similar_threshold
+        self._similar = 0.0 if config.diversity is None else config.diversity.similar_threshold
 
     @property
     def budget(self) -> BudgetController:
@@ -211,8 +286,13 @@ class StreamSelector:
 
     @property
     def memory(self) -> DiversityMemory | None:
-        """The diversity memory, if configured (read only)."""
+        """The diversity memory (read only): ``None`` without one, or before the first frame."""
         return self._memory
+
+    @property
+    def layout(self) -> MemoryLayout | None:
+        """What the memory measures (``None`` until the first frame)."""
+        return self._layout
 
     # -- scoring -----------------------------------------------------------------------------
     def _sensor(self, probs: ArrayLike | None, score: float | None, name: str) -> float | None:
@@ -243,14 +323,51 @@ class StreamSelector:
             return lid
         return fuse_sensors(cam, lid, self._fusion, camera_weight=self._camera_weight)
 
-    def _novelty(self, frame: FrameScores, cap: float = 1.0) -> Novelty:
+    def _inputs(
+        self, frame: FrameScores
+    ) -> tuple[MemoryLayout, tuple[float, ...] | NDArray[np.floating[Any]], ArrayLike]:
+        """The memory's layout (from this frame while the memory is empty) and the frame's
+        position and embedding as the memory takes them."""
+        layout = self._layout
+        if layout is None:
+            div = self._diversity
+            if div is None:  # pragma: no cover - guarded by the callers
+                raise StateError("no diversity memory configured")
+            layout = div.layout_for(frame)
+            div.weights_for(layout)  # raises if the weights leave nothing to measure
+        position = frame.position
+        if not layout.position:
+            position = _ORIGIN
+        elif position is None:
+            raise InvalidScoresError(
+                "frame.position is missing: this selector's diversity memory measures distance "
+                "in space (its first frame had a position); give every frame one"
+            )
+        embedding: ArrayLike | None = frame.embedding
+        if not layout.embedding:
+            embedding = _NO_EMBEDDING
+        elif embedding is None:
+            raise InvalidScoresError(
+                "frame.embedding is missing: this selector's diversity memory compares "
+                f"{layout.dim}-d embeddings (its first frame had one); give every frame one"
+            )
+        return layout, position, embedding
+
+    def _novelty(self, frame: FrameScores, t: float, cap: float = 1.0) -> Novelty:
+        layout, position, embedding = self._inputs(frame)
         memory = self._memory
-        if memory is None:  # pragma: no cover - guarded by the callers
-            raise StateError("no diversity memory configured")
-        if frame.position is None or frame.embedding is None:
-            missing = "position" if frame.position is None else "embedding"
-            raise InvalidScoresError(f"frame.{missing} is required with a diversity memory")
-        return memory.novelty(frame.timestamp_s, frame.position, frame.embedding, cap=cap)
+        if memory is None:  # nothing remembered yet: check the inputs as a memory would
+            if not math.isfinite(t):
+                raise InvalidScoresError(f"timestamp_s must be finite, got {t!r}")
+            DiversityMemory.check_position(position)
+            e = np.asarray(embedding, dtype=np.float64)
+            if e.shape != (layout.dim,) or not (np.all(np.isfinite(e)) and np.any(e)):
+                raise InvalidScoresError(
+                    f"embedding must be finite, non-zero, of shape ({layout.dim},); got shape "
+                    f"{e.shape}"
+                )
+            return EMPTY_NOVELTY
+        return memory.novelty(t, position, embedding, cap=cap)
 
     def decide(self, frame: FrameScores) -> Decision:
         """Decide one frame; changes nothing (commit with :meth:`update`)."""
@@ -258,17 +375,19 @@ class StreamSelector:
         lid = self._sensor(frame.lidar_probs, frame.lidar_uncertainty, "lidar")
         u = self._fuse(cam, lid)
         budget = self._budget
-        memory = self._memory
+        diverse = self._diversity is not None
         nov: Novelty | None = None
         score = u
-        if memory is not None:
+        t = frame.timestamp_s
+        if t is None:
+            t = budget.frames_seen * NOMINAL_FRAME_PERIOD_S
+        if diverse:
             if self._novelty_always:
-                nov = self._novelty(frame)
+                nov = self._novelty(frame, t)
                 cfg = self.config
                 score = combine_uncertainty_novelty(u, nov.value, cfg.combine_rule, alpha=cfg.alpha)
             elif self._diversity_cold_start and budget.in_cold_start:
-                nov = self._novelty(frame)
-        t = frame.timestamp_s
+                nov = self._novelty(frame, t)
         nbytes = frame.nbytes
         if not (
             type(score) is float
@@ -281,9 +400,9 @@ class StreamSelector:
         selected, threshold, reason, draw = budget.evaluate_checked(
             score, t, nbytes, None if nov is None else nov.value
         )
-        if selected and memory is not None:
+        if selected and diverse:
             if nov is None:  # veto only: a search bounded by the threshold suffices
-                nov = self._novelty(frame, cap=self._similar)
+                nov = self._novelty(frame, t, cap=self._similar)
             if nov.value < self._similar:  # memory.is_too_similar
                 selected, reason = False, Reason.TOO_SIMILAR
         if lid is None and cam is not None:  # one camera: the common case, no list
@@ -321,13 +440,27 @@ class StreamSelector:
                 f"decision.seq {decision.seq} does not match the next frame "
                 f"{self._budget.frames_seen}; each decision is committed once, in order"
             )
-        if decision.timestamp_s != frame.timestamp_s:
+        t = frame_time(frame, decision.seq)
+        if decision.timestamp_s != t:
             raise StateError("decision and frame disagree on timestamp_s: not the same frame")
-        if decision.selected and self._memory is not None:
-            if frame.position is None or frame.embedding is None:
-                raise InvalidScoresError("frame.position and frame.embedding are required")
-            self._memory.add(frame.timestamp_s, frame.position, frame.embedding)
+        if decision.selected and self._diversity is not None:
+            layout, position, embedding = self._inputs(frame)
+            memory = self._memory
+            if memory is None:  # the first frame remembered fixes the layout
+                memory = self._diversity.build(self._memory_seed, layout)
+            memory.add(t, position, embedding)
+            self._memory, self._layout = memory, layout
         self._budget.update(decision)
+
+    def model_changed(self, *, embedding_changed: bool = True) -> None:
+        """The scoring model changed: refresh the budget's score window (see
+        :meth:`BudgetController.model_changed`) and, when the new model's embeddings live in
+        another space than the remembered ones (``embedding_changed``, the case of a retrained
+        model), empty the diversity memory rather than compare across spaces."""
+        self._budget.model_changed()
+        if embedding_changed:  # rebuilt at the next frame, sized to the new model's embedding
+            self._memory = None
+            self._layout = None
 
     # -- state -------------------------------------------------------------------------------
     def state_bytes(self) -> bytes:
@@ -335,9 +468,10 @@ class StreamSelector:
         bh, ba = self._budget.get_state()
         header: dict[str, Any] = {"config": self.config.to_json(), "seed": self.seed, "budget": bh}
         arrays = {f"budget.{k}": v for k, v in ba.items()}
-        if self._memory is not None:
+        if self._memory is not None and self._layout is not None:
             mh, ma = self._memory.get_state()
             header["memory"] = mh
+            header["memory_layout"] = self._layout.to_json()
             arrays.update({f"memory.{k}": v for k, v in ma.items()})
         return pack(_KIND, header, arrays)
 
@@ -354,8 +488,19 @@ class StreamSelector:
         obj._budget = BudgetController.from_state(
             config.budget, _sub(header, "budget"), _prefixed(arrays, "budget.")
         )
-        if obj._memory is not None:
-            obj._memory.restore(_sub(header, "memory"), _prefixed(arrays, "memory."))
+        if "memory" in header:
+            if config.diversity is None:
+                raise StateError("corrupt selector state: a memory without a diversity config")
+            saved = _sub(header, "memory_layout")
+            try:
+                layout = MemoryLayout(
+                    int(saved["dim"]), bool(saved["position"]), bool(saved["embedding"])
+                )
+                memory = config.diversity.build(obj._memory_seed, layout)
+            except (KeyError, TypeError, ValueError, InvalidConfigError, InvalidScoresError) as exc:
+                raise StateError(f"corrupt selector state: memory layout: {exc}") from exc
+            memory.restore(_sub(header, "memory"), _prefixed(arrays, "memory."))
+            obj._memory, obj._layout = memory, layout
         return obj
 
 

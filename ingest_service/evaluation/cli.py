@@ -163,6 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     from tqdm import tqdm
 
+    if args.learner == "torch":
+        import torch
+
+        torch.set_num_threads(1)  # the same one-core rule for torch's own pool
+
     total = len(specs) * args.seeds * len(names) * args.frames
     start = time.perf_counter()
     with (

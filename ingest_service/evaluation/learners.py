@@ -1,11 +1,14 @@
-"""The model the closed loop refits: a protocol, and a scikit-learn learner on features.
+"""The model the closed loop retrains: a protocol and two learners.
 
-A learner is refit from scratch on every labeled set it is given (the loop owns the set) and
-returns probabilities over all ``classes`` columns, also for classes it has not seen yet (0).
+* ``logreg``: multinomial logistic regression (scikit-learn), refit from scratch on every
+  labeled set it is given (the loop owns the set);
+* ``torch``: a small convolutional network (torch) on the stream's images, **fine-tuned**: each
+  ``fit`` continues from the current weights for a few epochs on the whole labeled set, as
+  the centre's trainer fine-tunes the fleet's model; on features that are not square images
+  (PCA) the same network without its convolutions (an MLP).
 
-Extension point: a torch learner (the reference camera model fine-tuned on the labeled driving
-frames) implements the same :class:`Learner` protocol and registers a factory in
-:data:`LEARNERS`; the loop and the strategies need no change. It is not built yet.
+Both return probabilities over all ``classes`` columns, also for classes they have not seen
+yet (0 for ``logreg``; the network's softmax, which never saw them as targets, for ``torch``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["LEARNERS", "Learner", "LogisticRegressionLearner", "make_learner"]
+__all__ = ["LEARNERS", "Learner", "LogisticRegressionLearner", "TorchLearner", "make_learner"]
 
 F64 = NDArray[np.float64]
 
@@ -86,11 +89,96 @@ class LogisticRegressionLearner:
         return out
 
 
+class TorchLearner:
+    """A small CNN (two 3x3 conv layers, 16 and 32 channels, max-pooling, a linear head),
+    fine-tuned with Adam (lr 1e-3) for ``epochs`` passes of mini-batches of 32 at every fit.
+
+    Deterministic for a seed on one thread (``torch.manual_seed``, the batch order from a
+    seeded generator). Features of size ``s * s`` are taken as one ``s x s`` image; any other
+    size goes to a two-layer MLP. The vehicle never runs this: it is centre-side like the
+    trainer it stands for.
+    """
+
+    def __init__(self, classes: int, *, epochs: int = 8, seed: int = 0) -> None:
+        if classes < 2:
+            raise ValueError(f"classes must be >= 2, got {classes}")
+        self.classes = classes
+        self.epochs = epochs
+        self.seed = seed
+        self.fits = 0
+        self._net: Any = None
+        self._side = 0
+
+    def _build(self, dim: int) -> Any:
+        import torch
+        from torch import nn
+
+        torch.manual_seed(self.seed)
+        side = round(dim**0.5)
+        if side * side == dim and side >= 8:
+            self._side = side
+            pooled = side // 4
+            return nn.Sequential(
+                nn.Unflatten(1, (1, side, side)),
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(32 * pooled * pooled, self.classes),
+            )
+        self._side = 0
+        return nn.Sequential(nn.Linear(dim, 128), nn.ReLU(), nn.Linear(128, self.classes))
+
+    def fit(self, features: NDArray[np.floating[Any]], labels: NDArray[np.int64]) -> None:
+        """Fine-tune on ``features`` ``(n, d)`` and ``labels`` ``(n,)`` (the first call builds
+        the network, seeded)."""
+        import torch
+
+        y = np.asarray(labels, dtype=np.int64)
+        if y.ndim != 1 or y.shape[0] != features.shape[0] or y.shape[0] == 0:
+            raise ValueError("fit needs as many labels as feature rows, at least one")
+        if y.min() < 0 or y.max() >= self.classes:
+            raise ValueError(f"labels must be in [0, {self.classes}), got {y.min()}..{y.max()}")
+        if self._net is None:
+            self._net = self._build(features.shape[1])
+            self._opt = torch.optim.Adam(self._net.parameters(), lr=1e-3)
+        self.fits += 1
+        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        t = torch.from_numpy(y)
+        order = np.random.default_rng((self.seed, self.fits))
+        loss_fn = torch.nn.CrossEntropyLoss()
+        self._net.train()
+        for _ in range(self.epochs):
+            perm = torch.from_numpy(order.permutation(x.shape[0]))
+            for start in range(0, x.shape[0], 32):
+                idx = perm[start : start + 32]
+                self._opt.zero_grad()
+                loss = loss_fn(self._net(x[idx]), t[idx])
+                loss.backward()
+                self._opt.step()
+
+    def predict_proba(self, features: NDArray[np.floating[Any]]) -> F64:
+        """``(n, classes)`` softmax probabilities."""
+        import torch
+
+        if self._net is None:
+            raise RuntimeError("predict_proba before fit")
+        self._net.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+            out = torch.softmax(self._net(x), dim=1).numpy().astype(np.float64)
+        return out
+
+
 LearnerFactory = Callable[[int, int], Learner]
 """``factory(classes, seed) -> Learner``."""
 
 LEARNERS: dict[str, LearnerFactory] = {
     "logreg": lambda classes, seed: LogisticRegressionLearner(classes, seed=seed),
+    "torch": lambda classes, seed: TorchLearner(classes, seed=seed),
 }
 
 

@@ -155,6 +155,7 @@ def run_loop(
         )
         if pending >= config.refit_every_labels or due_frames:
             refit()
+            strategy.model_changed()
             pending = 0
             since_refit = 0
             block = None

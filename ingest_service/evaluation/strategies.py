@@ -2,9 +2,13 @@
 
 * ``random``: :class:`selector.baseline.RandomSelector`, the product's baseline (always run);
 * ``ours``: :class:`selector.stream.StreamSelector` with the default :class:`SelectorConfig`
-  (entropy, default budget, a diversity memory on the stream's features, ``dim`` set to their
-  size) -- the very code the vehicle runs, fed ``predict_proba`` of the current model;
+  (margin, no cold start, the score window refreshed at every refit, a diversity memory sized
+  to the stream's features) -- the very code and configuration the vehicle runs, fed
+  ``predict_proba`` of the current model and told of every refit;
 * ``ours-nodiv``: the same without a diversity memory;
+* ``ours-entropy`` / ``ours-keep`` / ``ours-previous``: the default with entropy instead of
+  margin / with the score window kept across model swaps / the default before the closed-loop
+  work (entropy, 500-frame cold start, window kept), for the record of what lost;
 * ``skactiveml-random``: ``StreamRandomSampling``;
 * ``skactiveml-varunc`` / ``skactiveml-split``: the budget managers of scikit-activeml's
   ``VariableUncertainty`` / ``Split`` fed their utility ``1 - max p`` (what those query
@@ -50,6 +54,9 @@ class Strategy(Protocol):
 
     def select(self, frame: Frame) -> bool: ...
 
+    def model_changed(self) -> None:
+        """The loop swapped the model (a refit): what follows is scored by the new one."""
+
 
 class OurSelector:
     """:class:`StreamSelector` or :class:`RandomSelector`, decided and committed per frame."""
@@ -69,6 +76,11 @@ class OurSelector:
         self.selector.update(decision, scores)
         return decision.selected
 
+    def model_changed(self) -> None:
+        """Tell the selector, as the agent does at a model swap."""
+        # The loop's features are the stream's own, not the model's: the embedding space stays.
+        self.selector.model_changed(embedding_changed=False)
+
 
 class SkactivemlRandom:
     """scikit-activeml's ``StreamRandomSampling`` (query, then update, per frame)."""
@@ -84,6 +96,9 @@ class SkactivemlRandom:
         queried = self._qs.query(candidates)
         self._qs.update(candidates, queried)
         return bool(len(queried))
+
+    def model_changed(self) -> None:
+        """Random sampling does not look at the model."""
 
 
 class SkactivemlBudgetManager:
@@ -112,6 +127,9 @@ class SkactivemlBudgetManager:
             self._manager.update(candidates, queried)
         return bool(len(queried))
 
+    def model_changed(self) -> None:
+        """scikit-activeml's budget managers have no notion of a model swap."""
+
 
 def least_confidence(probs: NDArray[np.float64]) -> float:
     """``1 - max p``: the utility of scikit-activeml's Žliobaitė strategies."""
@@ -124,10 +142,29 @@ def our_utility(probs: NDArray[np.float64]) -> float:
 
 
 def _ours(budget: float, seed: int, dim: int) -> Strategy:
-    config = SelectorConfig(
-        budget=BudgetConfig(target_rate=budget), diversity=DiversityConfig(dim=dim)
-    )
+    config = SelectorConfig(budget=BudgetConfig(target_rate=budget))  # the vehicle's default
     return OurSelector("ours", StreamSelector(config, seed=seed))
+
+
+def _ours_previous(budget: float, seed: int, dim: int) -> Strategy:
+    """The default before the closed-loop work: entropy, a 500-frame random cold start, the
+    score window kept across model swaps (what the issue measured)."""
+    config = SelectorConfig(
+        budget=BudgetConfig(target_rate=budget, cold_start_frames=500, model_change="keep"),
+        uncertainty_method="entropy",
+        diversity=DiversityConfig(dim=dim),
+    )
+    return OurSelector("ours-previous", StreamSelector(config, seed=seed))
+
+
+def _ours_entropy(budget: float, seed: int, dim: int) -> Strategy:
+    config = SelectorConfig(budget=BudgetConfig(target_rate=budget), uncertainty_method="entropy")
+    return OurSelector("ours-entropy", StreamSelector(config, seed=seed))
+
+
+def _ours_keep(budget: float, seed: int, dim: int) -> Strategy:
+    config = SelectorConfig(budget=BudgetConfig(target_rate=budget, model_change="keep"))
+    return OurSelector("ours-keep", StreamSelector(config, seed=seed))
 
 
 def _ours_nodiv(budget: float, seed: int, dim: int) -> Strategy:
@@ -171,6 +208,9 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "random": _random,
     "ours": _ours,
     "ours-nodiv": _ours_nodiv,
+    "ours-entropy": _ours_entropy,
+    "ours-keep": _ours_keep,
+    "ours-previous": _ours_previous,
     "skactiveml-random": _sk_random,
     "skactiveml-varunc": _sk_varunc,
     "skactiveml-split": _sk_split,

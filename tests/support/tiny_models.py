@@ -117,8 +117,11 @@ def build_lidar(
     return _save(graph, path, props if embed_props else None)
 
 
-def build_camera(path: Path, *, height: int = 8, width: int = 16, classes: int = 3) -> Path:
-    """1x1 conv logits per pixel ``(1, H*W, K)``; embedding = per-channel mean ``(1, 3)``."""
+def build_camera(
+    path: Path, *, height: int = 8, width: int = 16, classes: int = 3, **props: object
+) -> Path:
+    """1x1 conv logits per pixel ``(1, H*W, K)``; embedding = per-channel mean ``(1, 3)``;
+    ``props`` override the metadata (e.g. ``version``)."""
     weight = np.random.default_rng(1).normal(size=(classes, 3, 1, 1)).astype(np.float32)
     nodes = [
         helper.make_node("Conv", ["image", "W"], ["conv"]),
@@ -143,4 +146,4 @@ def build_camera(path: Path, *, height: int = 8, width: int = 16, classes: int =
             ),
         ],
     )
-    return _save(graph, path, camera_props(height, width, classes))
+    return _save(graph, path, camera_props(height, width, classes, **props))

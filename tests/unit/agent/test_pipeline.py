@@ -16,6 +16,7 @@ from edge_agent.sources import open_source
 from edge_agent.spool import Spool, SpoolError
 from schemas.pointcloud import decode_lidar
 from schemas.wire import decode_frame
+from selector.stream import StreamSelector
 from tests.support.tiny_models import build_camera, build_lidar
 
 DATA = Path(__file__).resolve().parents[3] / "data"
@@ -193,3 +194,18 @@ def test_two_frames_claiming_one_key_are_a_counted_conflict(tmp_path: Path) -> N
     assert _sample(registry, "fleetal_edge_frames_dropped_total", reason="spool_key_conflict") == 1
     assert len(spool.keys()) == 1
     spool.close()
+
+
+def test_a_model_swap_tells_the_selector(tmp_path: Path) -> None:
+    """The rollout's swap hook (``refresh_models``) refreshes the selector's score window."""
+    cfg = _config(tmp_path)
+    parts = build_pipeline(cfg, registry=CollectorRegistry(), spool=None)
+    selector = parts.pipeline.selector
+    assert isinstance(selector, StreamSelector)
+    parts.pipeline.refresh_models()  # nothing changed: not a swap
+    assert selector.budget.model_swaps == 0
+    slot = parts.pipeline.scorer.camera
+    assert slot is not None
+    slot.swap(build_camera(tmp_path / "camera-2.onnx", version="tiny-camera-2"), None)
+    parts.pipeline.refresh_models()
+    assert selector.budget.model_swaps == 1

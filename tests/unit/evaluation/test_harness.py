@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from ingest_service.evaluation.cli import main, run_evaluation
-from ingest_service.evaluation.learners import LogisticRegressionLearner
+from ingest_service.evaluation.learners import LogisticRegressionLearner, TorchLearner
 from ingest_service.evaluation.loop import LoopConfig, run_loop
 from ingest_service.evaluation.strategies import make_strategy
 from ingest_service.evaluation.streams import StreamSpec, build_stream
@@ -125,3 +125,55 @@ def test_cli_writes_table_json_and_plots_with_random_always_included(tmp_path: P
 def test_cli_rejects_an_unknown_strategy_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--strategies", "ours,nope", "--no-progress"]) == 2
     assert "unknown strategies ['nope']" in capsys.readouterr().err
+
+
+class CountingStrategy:
+    """Random at the budget, counting the model swaps the loop announces."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.inner = make_strategy("random", BUDGET, 0, 1)
+        self.swaps = 0
+
+    def select(self, frame: Any) -> bool:
+        return self.inner.select(frame)
+
+    def model_changed(self) -> None:
+        self.swaps += 1
+
+
+def test_the_loop_announces_every_refit_to_the_strategy() -> None:
+    stream = build_stream(SPEC, seed=0)
+    strategy = CountingStrategy()
+    run = run_loop(
+        stream,
+        strategy,
+        LogisticRegressionLearner(stream.classes),
+        LoopConfig(refit_every_labels=5),
+        seed=0,
+        budget=BUDGET,
+    )
+    in_loop = [c for c in run.checkpoints[1:] if c.frame < FRAMES]  # the last refit ends it
+    assert strategy.swaps == len(in_loop) > 5
+
+
+def test_the_torch_learner_fine_tunes_and_learns() -> None:
+    import torch
+    torch.set_num_threads(1)
+    stream = build_stream(SPEC, seed=0)
+    learner = TorchLearner(stream.classes, seed=0)
+    x, y = stream.features[:200], stream.labels[:200]
+    learner.fit(x[:20], y[:20])
+    first = [p.detach().clone() for p in learner._net.parameters()]
+    for _ in range(3):
+        learner.fit(x, y)
+    probs = learner.predict_proba(stream.holdout_features)
+    assert probs.shape == (stream.holdout_features.shape[0], stream.classes)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float(np.mean(probs.argmax(axis=1) == stream.holdout_labels))
+    assert accuracy > 0.6  # 10 classes: chance is 0.1
+    moved = [
+        p for p, q in zip(learner._net.parameters(), first, strict=True) if not torch.equal(p, q)
+    ]
+    assert moved, "fit did not continue from the current weights"

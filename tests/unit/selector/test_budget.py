@@ -231,7 +231,9 @@ def test_cold_start_ends_at_min_selected() -> None:
 
 
 def test_diversity_cold_start_requires_novelty() -> None:
-    bc = BudgetController(BudgetConfig(target_rate=0.1, cold_start_mode="diversity"), seed=0)
+    bc = BudgetController(
+        BudgetConfig(target_rate=0.1, cold_start_frames=100, cold_start_mode="diversity"), seed=0
+    )
     with pytest.raises(InvalidScoresError, match="novelty"):
         bc.decide(0.5, 0.0, 0)
 

@@ -108,7 +108,7 @@ def test_novelty_only_computed_when_needed() -> None:
 
 
 def test_uncertainty_from_probs_equals_precomputed() -> None:
-    cfg = _config(diversity=None, sensor_fusion="max")
+    cfg = _config(diversity=None, sensor_fusion="max", uncertainty_method="entropy")
     probs_cam = np.array([0.7, 0.2, 0.1])
     probs_lid = np.array([0.4, 0.3, 0.3])
     a = StreamSelector(cfg, seed=0).decide(
@@ -180,12 +180,19 @@ def test_update_rejects_stale_or_foreign_decisions() -> None:
             },
             "diversity",
         ),
-        ({"diversity": dataclasses.replace(DIV, weights=(0.5, 0.5, 0.5))}, "weights"),
     ],
 )
 def test_invalid_config(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(InvalidConfigError, match=match):
         _config(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"weights": (0.5, 0.5, 0.5)}, "weights"), ({"dim": 0}, "dim")]
+)
+def test_invalid_diversity_config_fails_when_built(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidConfigError, match=match):
+        dataclasses.replace(DIV, **kwargs)
 
 
 def test_from_state_rejects_another_config() -> None:
