@@ -2,11 +2,14 @@
 
 Three mechanisms, applied in this order by :meth:`BudgetController.decide`:
 
-1. **Cold start.** For the first ``cold_start_frames`` frames (or until
-   ``cold_start_min_selected`` selections, whichever comes first) the model's scores are not
-   trusted: frames are picked by the exploration rule, ``"random"`` (probability
-   ``target_rate``, from the seeded per-frame draw) or ``"diversity"`` (novelty at least
-   ``cold_start_novelty``). Reasons ``cold_start_explore`` / ``cold_start_skip``.
+1. **Cold start** (off by default). For the first ``cold_start_frames`` frames (or until
+   ``cold_start_min_selected`` selections, whichever comes first, or until the first model
+   swap) the model's scores are not trusted: frames are picked by the exploration rule,
+   ``"random"`` (probability ``target_rate``, from the seeded per-frame draw) or
+   ``"diversity"`` (novelty at least ``cold_start_novelty``). Reasons ``cold_start_explore`` /
+   ``cold_start_skip``. Measured in the closed loop (docs/evaluation.md), every cold start
+   tried lost to none with the margin utility, so the default has none; a swap to a model
+   trained on labels ends one, since its scores are the ones to trust.
 2. **Streaming quantile with integral correction.** The threshold is the ``1 - r_eff``
    quantile of the last ``window`` scores, kept sorted (``bisect.insort`` into a list, the
    oldest removed by ``bisect``; O(window) memmove per update, about a microsecond). For iid
@@ -36,6 +39,12 @@ Three mechanisms, applied in this order by :meth:`BudgetController.decide`:
    ``a`` the running share (EMA over the last ~32) of would-be selections that survive the
    veto, ``r_eff = target_rate / max(a, 0.1) + (D + 4 B) / H`` while behind (``D > 0``),
    clipped to [0, 1]; once caught up the boost stops, so it cannot overshoot.
+   **Model swaps** (:meth:`BudgetController.model_changed`): scores of two models are not
+   comparable (a retrained model is more confident), so with ``model_change = "refresh"``
+   (default) the window is restarted at a swap; the old window stays the reference until the
+   new model has scored ``refresh_size()`` frames (``refresh_scores``, default 2 /
+   ``target_rate``, at least 10), so that the threshold never comes from a handful of scores.
+   The integral state is kept across a swap.
 3. **Hard caps.** Two token buckets, frames per minute and bytes per hour. Never exceeded
    over any time window: at most ``burst + rate * T`` over any span of T seconds.
 

@@ -2,8 +2,9 @@
 
 Pipeline of :meth:`StreamSelector.decide`, for one frame:
 
-1. **uncertainty** per sensor, from class probabilities (``uncertainty_method``, via
-   :func:`selector.uncertainty.uncertainty_scores`) or a precomputed score in [0, 1];
+1. **uncertainty** per sensor, from class probabilities (``uncertainty_method``, default
+   ``"margin"``, via :func:`selector.uncertainty.uncertainty_scores`) or a precomputed score
+   in [0, 1]; margin won the closed-loop evaluation, entropy lost (docs/evaluation.md);
 2. **sensor fusion** of camera and LiDAR (:func:`selector.fusion.fuse_sensors`);
 3. **novelty** against the memory of selected frames (:class:`DiversityMemory`);
 4. **budget** (:class:`BudgetController`): cold start, streaming-quantile threshold, caps.
@@ -26,16 +27,19 @@ The veto applies to every would-be selection, cold start included. Vetoed frames
 selected, so the budget's integral correction makes up for them with other frames.
 
 ``decide`` is pure; ``update(decision, frame)`` commits (remembers a selected frame, advances
-the budget). ``state_bytes`` / ``from_state`` save and restore everything, without pickle.
+the budget). ``model_changed()`` is called when the scoring model changes (the agent's
+rollout hook does it): it refreshes the budget's score window and, for a retrained model,
+empties the memory (its embeddings lived in the old model's space). ``state_bytes`` /
+``from_state`` save and restore everything, without pickle.
 
 >>> cfg = SelectorConfig(budget=BudgetConfig(target_rate=0.5, cold_start_frames=0),
 ...                      diversity=DiversityConfig(dim=2, similar_threshold=0.05))
 >>> sel = StreamSelector(cfg, seed=1)
->>> frame = FrameScores(timestamp_s=0.0, camera_probs=np.array([0.8, 0.2]),
+>>> frame = FrameScores(timestamp_s=0.0, camera_probs=np.array([0.6, 0.4]),
 ...                     position=(0.0, 0.0), embedding=np.array([1.0, 0.0]))
 >>> d = sel.decide(frame)
->>> d.selected, d.reason, round(d.component("uncertainty"), 3)
-(True, <Reason.SELECTED: 'selected'>, 0.722)
+>>> d.selected, d.reason, round(d.component("uncertainty"), 3)  # margin: 1 - (0.6 - 0.4)
+(True, <Reason.SELECTED: 'selected'>, 0.8)
 >>> sel.update(d, frame)
 >>> sel.decide(FrameScores(timestamp_s=0.1, camera_probs=np.array([0.5, 0.5]),
 ...     position=(0.0, 0.0), embedding=np.array([1.0, 0.0]))).reason  # the same scene again
@@ -293,6 +297,19 @@ class StreamSelector:
     def layout(self) -> MemoryLayout | None:
         """What the memory measures (``None`` until the first frame)."""
         return self._layout
+
+    def ensure_memory(self, layout: MemoryLayout) -> DiversityMemory:
+        """The diversity memory, built for ``layout`` if there is none yet (to pre-load it with
+        frames selected elsewhere, e.g. earlier drives); :class:`StateError` if the selector
+        has no diversity memory or already has one of another layout."""
+        div = self._diversity
+        if div is None:
+            raise StateError("this selector has no diversity memory (diversity = None)")
+        if self._memory is None or self._layout is None:
+            self._memory, self._layout = div.build(self._memory_seed, layout), layout
+        elif self._layout != layout:
+            raise StateError(f"the memory's layout is {self._layout}, not {layout}")
+        return self._memory
 
     # -- scoring -----------------------------------------------------------------------------
     def _sensor(self, probs: ArrayLike | None, score: float | None, name: str) -> float | None:

@@ -9,8 +9,14 @@ import pytest
 from selector.baseline import RandomSelector
 from selector.budget import BudgetConfig, BudgetController
 from selector.decision import Reason
-from selector.errors import InvalidConfigError, InvalidScoresError
-from selector.stream import DiversityConfig, FrameScores, SelectorConfig, StreamSelector
+from selector.errors import InvalidConfigError, InvalidScoresError, StateError
+from selector.stream import (
+    DiversityConfig,
+    FrameScores,
+    MemoryLayout,
+    SelectorConfig,
+    StreamSelector,
+)
 
 
 def _feed(bc: BudgetController, scores: np.ndarray, t0: float = 0.0) -> int:
@@ -197,3 +203,19 @@ def test_random_selector_takes_the_stream_selector_config() -> None:
     f = FrameScores()
     assert a.decide(f) == b.decide(f)
     assert RandomSelector.from_state(cfg, a.state_bytes()).decide(f) == a.decide(f)
+
+
+def test_ensure_memory_preloads_and_refuses_another_layout() -> None:
+    sel = StreamSelector(SelectorConfig(budget=BudgetConfig(target_rate=0.5)), seed=0)
+    memory = sel.ensure_memory(MemoryLayout(2, position=True, embedding=True))
+    memory.add(0.0, (0.0, 0.0), np.array([1.0, 0.0]))
+    near = FrameScores(
+        0.1, camera_probs=np.array([0.5, 0.5]), position=(0.0, 0.0), embedding=np.array([1.0, 0.0])
+    )
+    assert sel.decide(near).reason is Reason.TOO_SIMILAR  # the pre-loaded frame counts
+    with pytest.raises(StateError, match="layout"):
+        sel.ensure_memory(MemoryLayout(3, position=True, embedding=True))
+    with pytest.raises(StateError, match="no diversity memory"):
+        StreamSelector(SelectorConfig(budget=BudgetConfig(0.5), diversity=None)).ensure_memory(
+            MemoryLayout(2, position=True, embedding=True)
+        )
