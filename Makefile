@@ -87,7 +87,7 @@ bench: setup $(MODELS)
 MODELS := models/camera.onnx models/lidar.onnx
 
 $(MODELS): | $(STAMP)
-	$(PY) -m edge_agent.models.reference.train --out models
+	$(PY) -m ingest_service.training.reference.train --out models
 
 models: $(MODELS)
 

@@ -75,7 +75,7 @@ def _median_ms(fn: Callable[[Any], object], frames: Sequence[Any]) -> float:
 def _models_dir(requested: Path, scratch: Path) -> tuple[Path, str]:
     if (requested / "camera.onnx").is_file() and (requested / "lidar.onnx").is_file():
         return requested, "reference"
-    from edge_agent.models.reference.train import build_reference_models
+    from ingest_service.training.reference.train import build_reference_models
 
     print(f"{requested} has no reference models; building --quick ones (tiny, not representative)")
     build_reference_models(scratch, DATA, quick=True)

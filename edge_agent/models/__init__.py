@@ -10,7 +10,7 @@ Public API::
     slot.swap(Path("models/camera-2.onnx"), new_sha256)   # from a worker thread
 
 Callers catch ``ModelError`` around each frame; see ``edge_agent.models.errors``.
-The reference models and their training live in ``edge_agent.models.reference`` (torch
+The reference models and their training live in ``ingest_service.training.reference`` (torch
 is imported only there).
 """
 

@@ -81,7 +81,7 @@ _PROVIDERS_LOGGER = "edge_agent.models.providers"  # where report_providers writ
 
 _TRAIN_HINT = (
     "check the path, or build the reference models with "
-    "`python -m edge_agent.models.reference.train --out models/`"
+    "`python -m ingest_service.training.reference.train --out models/`"
 )
 # A model that claims to output probabilities must sum to 1 within this.
 _PROBS_SUM_TOLERANCE = 1e-3

@@ -12,13 +12,13 @@ import torch
 from numpy.typing import NDArray
 
 from edge_agent.models import RunnerConfig, load_model, read_metadata
-from edge_agent.models.reference.data import (
+from ingest_service.training.reference.data import (
     _NUSC_NAMES,
     LIDAR_CLASSES,
     load_lidar_sweeps,
     points_in_box,
 )
-from edge_agent.models.reference.train import main
+from ingest_service.training.reference.train import main
 from edge_agent.models.runner import CameraModel, LidarModel
 from tests.support.tiny_models import DATA
 

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m edge_agent.models.reference.train --out models/           # ~1-2 min, 2 cores
-    python -m edge_agent.models.reference.train --out /tmp/m --quick    # tiny, seconds
+    python -m ingest_service.training.reference.train --out models/           # ~1-2 min, 2 cores
+    python -m ingest_service.training.reference.train --out /tmp/m --quick    # tiny, seconds
 
 Writes ``camera.onnx`` and ``lidar.onnx`` (metadata in ``metadata_props``), a
 ``<model>.onnx.sha256`` sidecar for each (``sha256sum`` format), and
@@ -38,8 +38,8 @@ from torch import nn
 
 from edge_agent.models.metadata import ModelMetadata
 from edge_agent.models.preprocess import prepare_image, prepare_points, select_points
-from edge_agent.models.reference.camera import CameraExport, CameraNet
-from edge_agent.models.reference.data import (
+from ingest_service.training.reference.camera import CameraExport, CameraNet
+from ingest_service.training.reference.data import (
     CAMERA_CLASSES,
     CAMERA_HOLDOUT,
     LIDAR_CLASSES,
@@ -50,7 +50,7 @@ from edge_agent.models.reference.data import (
     load_camera_images,
     load_lidar_sweeps,
 )
-from edge_agent.models.reference.lidar import LidarExport, PointNetSeg
+from ingest_service.training.reference.lidar import LidarExport, PointNetSeg
 from edge_agent.models.runner import CameraModel, LidarModel, ModelRunner, RunnerConfig
 
 __all__ = ["ReferenceResult", "build_reference_models", "export_onnx", "main"]
@@ -537,7 +537,7 @@ def _build_parallel(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_agent.models.reference.train",
+        prog="python -m ingest_service.training.reference.train",
         description="Train the reference camera + LiDAR models on data/ and export them to ONNX.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory (models/)")
