@@ -239,6 +239,7 @@ def run_one(stream: Stream, frames: list[FrameScores], target: float) -> dict[st
         f = frames[i]
         assert f.position is not None
         assert f.embedding is not None
+        assert f.timestamp_s is not None
         t0 = time.perf_counter()
         memory.novelty(f.timestamp_s, f.position, f.embedding)
         t1 = time.perf_counter()

@@ -38,6 +38,7 @@ from torch import nn
 
 from edge_agent.models.metadata import ModelMetadata
 from edge_agent.models.preprocess import prepare_image, prepare_points, select_points
+from edge_agent.models.runner import CameraModel, LidarModel, ModelRunner, RunnerConfig
 from ingest_service.training.reference.camera import CameraExport, CameraNet
 from ingest_service.training.reference.data import (
     CAMERA_CLASSES,
@@ -51,7 +52,6 @@ from ingest_service.training.reference.data import (
     load_lidar_sweeps,
 )
 from ingest_service.training.reference.lidar import LidarExport, PointNetSeg
-from edge_agent.models.runner import CameraModel, LidarModel, ModelRunner, RunnerConfig
 
 __all__ = ["ReferenceResult", "build_reference_models", "export_onnx", "main"]
 

@@ -160,6 +160,7 @@ def test_the_loop_announces_every_refit_to_the_strategy() -> None:
 
 def test_the_torch_learner_fine_tunes_and_learns() -> None:
     import torch
+
     torch.set_num_threads(1)
     stream = build_stream(SPEC, seed=0)
     learner = TorchLearner(stream.classes, seed=0)
