@@ -116,6 +116,34 @@ _INDEXES = (
     "CREATE INDEX labels_task ON labels (task_id)",
 )
 
+_RETRAIN_JOBS_COLUMNS = """
+    kind          TEXT NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'queued'
+                  CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'rejected')),
+    trigger       TEXT NOT NULL,
+    labels_at     BIGINT NOT NULL CHECK (labels_at >= 0),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER NOT NULL CHECK (max_attempts >= 1),
+    timeout_ns    BIGINT NOT NULL CHECK (timeout_ns > 0),
+    worker        TEXT,
+    deadline_ns   BIGINT,
+    created_ns    BIGINT NOT NULL,
+    started_ns    BIGINT,
+    finished_ns   BIGINT,
+    labels_used   BIGINT,
+    metric        DOUBLE PRECISION,
+    model_version TEXT,
+    detail        TEXT NOT NULL DEFAULT '',
+    CHECK (state <> 'running' OR (worker IS NOT NULL AND deadline_ns IS NOT NULL))
+)"""
+
+_RETRAIN_INDEXES = (
+    # One job at a time per model kind: at most one queued or running row per kind.
+    "CREATE UNIQUE INDEX retrain_jobs_one_active ON retrain_jobs (kind)"
+    " WHERE state IN ('queued', 'running')",
+    "CREATE INDEX retrain_jobs_kind_state ON retrain_jobs (kind, state, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -137,6 +165,22 @@ MIGRATIONS: tuple[Migration, ...] = (
                 + _LABELS_COLUMNS,
                 _SETTINGS,
                 *_INDEXES,
+            ),
+        },
+    ),
+    Migration(
+        2,
+        "retrain jobs",
+        {
+            Dialect.SQLITE: (
+                "CREATE TABLE retrain_jobs (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                + _RETRAIN_JOBS_COLUMNS,
+                *_RETRAIN_INDEXES,
+            ),
+            Dialect.POSTGRES: (
+                "CREATE TABLE retrain_jobs (\n"
+                "    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY," + _RETRAIN_JOBS_COLUMNS,
+                *_RETRAIN_INDEXES,
             ),
         },
     ),
