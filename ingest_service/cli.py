@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, required=True, help="output file (.json, .zip, .xml)")
     ex.add_argument("--after-task-id", type=int, default=0, help="only tasks with a larger id")
     ex.add_argument("--camera", default="CAM_FRONT", help="kitti: the camera exported as image_2")
+    rr = with_config("retrain-request", "queue a retrain of a model kind now (docs/loop.md)")
+    rr.add_argument("--kind", choices=["camera", "lidar"], required=True)
+    rr.add_argument("--reason", default="on demand", help="recorded as the job's trigger")
+    rj = with_config("retrain-jobs", "print the latest retrain jobs, newest first (JSON lines)")
+    rj.add_argument("--kind", choices=["camera", "lidar"], default=None)
+    rj.add_argument("--limit", type=int, default=20)
     sub.add_parser("config-help", help="list every configuration key and its variable")
     return p
 
@@ -111,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _queue_stats(cfg)
         if args.command == "requeue-expired":
             return _requeue_expired(cfg)
+        if args.command == "retrain-request":
+            return _retrain_request(cfg, args.kind, args.reason)
+        if args.command == "retrain-jobs":
+            return _retrain_jobs(cfg, args.kind, args.limit)
         return _export(cfg, args.format, args.out, args.after_task_id, args.camera)
     except (IngestError, ValueError, OSError) as exc:
         print(f"ingest-service {args.command}: {exc}", file=sys.stderr)
@@ -256,6 +266,35 @@ def _requeue_expired(cfg: IngestConfig) -> int:
     with queue_opener(cfg)() as queue:
         n = queue.requeue_expired()
     print(f"requeued {n} expired tasks")
+    return 0
+
+
+def _retrain_request(cfg: IngestConfig, kind: str, reason: str) -> int:
+    from ingest_service.consumer import queue_opener
+    from ingest_service.retrain import JobStore, RetrainScheduler
+
+    with queue_opener(cfg)() as queue:
+        sched = RetrainScheduler(JobStore(queue.db), cfg.retrain.policies())
+        job, created = sched.request(kind, reason=reason)
+    if created:
+        print(f"queued retrain job {job.id} for {kind} ({job.labels_at} labels in the queue)")
+    else:
+        print(f"{kind} already has retrain job {job.id} ({job.state.value}): not queued again")
+    return 0
+
+
+def _retrain_jobs(cfg: IngestConfig, kind: str | None, limit: int) -> int:
+    import dataclasses
+
+    from ingest_service.consumer import queue_opener
+    from ingest_service.retrain import JobStore
+
+    with queue_opener(cfg)() as queue:
+        jobs = JobStore(queue.db).jobs(kind, limit=limit)
+    for job in jobs:
+        row = dataclasses.asdict(job)
+        row["state"] = job.state.value
+        print(json.dumps(row, sort_keys=True))
     return 0
 
 

@@ -26,10 +26,13 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.kafka_config import KafkaSecurity
 from schemas.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from ingest_service.retrain.policy import RetrainPolicy
 
 __all__ = [
     "ApiSection",
@@ -301,6 +304,57 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class RetrainPolicySection:
+    every_labels: int = 500
+    """Retrain when this many labels were added since the last run that trained."""
+    min_interval_s: float = 6 * 3600.0
+    """At most one run per this many seconds (from the last run's queueing)."""
+    max_attempts: int = 3
+    """Attempts of a run (a timed-out or interrupted attempt is retried) before it fails."""
+    timeout_s: float = 3600.0
+    """An attempt still running after this long is taken back (and retried)."""
+
+    def __post_init__(self) -> None:
+        if self.every_labels < 1:
+            raise ValueError(f"every_labels: must be >= 1, got {self.every_labels}")
+        if self.min_interval_s < 0:
+            raise ValueError(f"min_interval_s: must be >= 0, got {self.min_interval_s}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts: must be >= 1, got {self.max_attempts}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s: must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class RetrainSection:
+    enabled: bool = False
+    """Queue retrain jobs by the per-kind policies below (docs/loop.md)."""
+    tick_s: float = 60.0
+    """How often the scheduler checks the policies and takes back timed-out jobs."""
+    camera: RetrainPolicySection = field(default_factory=RetrainPolicySection)
+    lidar: RetrainPolicySection = field(default_factory=RetrainPolicySection)
+
+    def __post_init__(self) -> None:
+        if not self.tick_s > 0:
+            raise ValueError(f"tick_s: must be positive, got {self.tick_s}")
+
+    def policies(self) -> list[RetrainPolicy]:
+        """The scheduler's policies, one per model kind."""
+        from ingest_service.retrain.policy import RetrainPolicy  # the queue imports this module
+
+        return [
+            RetrainPolicy(
+                kind,
+                every_labels=p.every_labels,
+                min_interval_s=p.min_interval_s,
+                max_attempts=p.max_attempts,
+                timeout_s=p.timeout_s,
+            )
+            for kind, p in (("camera", self.camera), ("lidar", self.lidar))
+        ]
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     kafka: KafkaSection = field(default_factory=KafkaSection)
     consumer: ConsumerSection = field(default_factory=ConsumerSection)
@@ -309,6 +363,7 @@ class IngestConfig:
     reassembly: ReassemblySection = field(default_factory=ReassemblySection)
     api: ApiSection = field(default_factory=ApiSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    retrain: RetrainSection = field(default_factory=RetrainSection)
 
 
 def load_ingest_config(

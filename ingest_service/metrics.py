@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ingest_service.retrain.jobs import JobStore
+
 __all__ = ["IngestMetrics", "LagSnapshot"]
 
 # A frame's store (blobs + one transaction) takes milliseconds; a DB outage, seconds.
@@ -69,6 +71,65 @@ class _QueueDepthCollector(Collector):
             "1 when the label-queue database answered the last scrape, else 0",
             value=ok,
         )
+
+
+class _RetrainCollector(Collector):
+    def __init__(self, store: Callable[[], JobStore | None]) -> None:
+        self._store = store
+        self._lock = threading.Lock()  # one connection; scrapes may overlap
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            yield from self._collect()
+
+    def _collect(self) -> list[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily(
+            "fleetal_ingest_retrain_jobs",
+            "Retrain jobs per model kind and state (queued, running, succeeded, failed, "
+            "rejected), read from the queue database at scrape time",
+            labels=["kind", "state"],
+        )
+        metric = GaugeMetricFamily(
+            "fleetal_ingest_retrain_last_metric",
+            "Holdout metric of the last finished retrain run of each kind that reported one",
+            labels=["kind"],
+        )
+        labels_used = GaugeMetricFamily(
+            "fleetal_ingest_retrain_last_labels_used",
+            "Labels the last finished retrain run of each kind trained on",
+            labels=["kind"],
+        )
+        duration = GaugeMetricFamily(
+            "fleetal_ingest_retrain_last_duration_seconds",
+            "Duration of the last finished attempt of each kind's last retrain run",
+            labels=["kind"],
+        )
+        failed_streak = GaugeMetricFamily(
+            "fleetal_ingest_retrain_consecutive_failures",
+            "Retrain runs of each kind that failed in a row since the last one that trained",
+            labels=["kind"],
+        )
+        store = self._store()
+        if store is not None:
+            try:
+                counts = store.counts()
+                kinds = sorted({k for k, _ in counts})
+                for (kind, state), n in sorted(counts.items()):
+                    jobs.add_metric([kind, state.value], n)
+                for kind in kinds:
+                    last = store.last_finished(kind)
+                    if last is None:
+                        continue
+                    if last.metric is not None:
+                        metric.add_metric([kind], last.metric)
+                    if last.labels_used is not None:
+                        labels_used.add_metric([kind], last.labels_used)
+                    if last.started_ns is not None and last.finished_ns is not None:
+                        duration.add_metric([kind], (last.finished_ns - last.started_ns) / 1e9)
+                    failed_streak.add_metric([kind], store.failures_in_a_row(kind))
+            except Exception:  # the database is down: the queue's up gauge says so
+                pass
+        return [jobs, metric, labels_used, duration, failed_streak]
 
 
 class IngestMetrics:
@@ -173,6 +234,11 @@ class IngestMetrics:
             buckets=_API_BUCKETS,
             registry=registry,
         )
+
+    def watch_retrain(self, store: Callable[[], JobStore | None]) -> None:
+        """Report retrain jobs at scrape time from the store ``store()`` returns (``None``
+        while the database is unavailable)."""
+        self.registry.register(_RetrainCollector(store))
 
     def watch_lag(self, snapshot: LagSnapshot) -> None:
         """Report consumer lag at scrape time from ``snapshot()`` (a cached copy)."""

@@ -26,6 +26,7 @@ from ingest_service.config import IngestConfig
 from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.metrics import IngestMetrics
 from ingest_service.queue import LabelQueue
+from ingest_service.retrain import JobStore, RetrainScheduler
 from schemas.ops import OpsServer
 
 __all__ = ["IngestService"]
@@ -66,6 +67,8 @@ class IngestService:
         self._consumer_thread: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
         self._consumer_error: BaseException | None = None
+        self._retrain_thread: threading.Thread | None = None
+        self._retrain_metrics_queue: LabelQueue | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -74,6 +77,7 @@ class IngestService:
         self._stats_queue = self.queue_factory()  # migrates; fails fast on a bad database
         self.metrics.watch_queue(self._queue_stats)
         self.metrics.watch_lag(self.consumer.lag_snapshot)
+        self.metrics.watch_retrain(self._retrain_metrics_store)
         if self.config.api.enabled:
             self._start_api()
         self._ops = OpsServer(
@@ -90,7 +94,59 @@ class IngestService:
             target=self._maintain, name="ingest-maintenance", daemon=True
         )
         self._maintenance.start()
+        if self.config.retrain.enabled:
+            self._start_retrain()
         return self
+
+    def _start_retrain(self) -> None:
+        """Take back the jobs the previous process left running, then schedule by policy."""
+        queue = self.queue_factory()
+        store = JobStore(queue.db)
+        for job in store.recover(interrupted=True):
+            log.warning(
+                "retrain job %d (%s) was running when the service stopped: now %s",
+                job.id,
+                job.kind,
+                job.state.value,
+            )
+        scheduler = RetrainScheduler(store, self.config.retrain.policies())
+        self._retrain_thread = threading.Thread(
+            target=self._schedule, args=(queue, scheduler), name="ingest-retrain", daemon=True
+        )
+        self._retrain_thread.start()
+
+    def _schedule(self, queue: LabelQueue, scheduler: RetrainScheduler) -> None:
+        """Every ``retrain.tick_s``: take back timed-out jobs, queue the jobs that are due."""
+        try:
+            while True:
+                try:
+                    for job in scheduler.store.recover():
+                        log.warning(
+                            "retrain job %d (%s) timed out: now %s",
+                            job.id,
+                            job.kind,
+                            job.state.value,
+                        )
+                    for job in scheduler.tick():
+                        log.info("retrain job %d queued for %s: %s", job.id, job.kind, job.trigger)
+                except Exception as exc:  # the database is down: try again at the next tick
+                    log.warning("retrain scheduling failed: %s", exc)
+                if self.stop_event.wait(self.config.retrain.tick_s):
+                    return
+        finally:
+            queue.close()
+
+    def _retrain_metrics_store(self) -> JobStore | None:
+        """The scrape thread's own connection for the retrain metrics (reopened on failure)."""
+        try:
+            if self._retrain_metrics_queue is None:
+                self._retrain_metrics_queue = self.queue_factory()
+            return JobStore(self._retrain_metrics_queue.db)
+        except Exception:
+            if self._retrain_metrics_queue is not None:
+                self._retrain_metrics_queue.close()
+            self._retrain_metrics_queue = None
+            return None
 
     def _start_api(self) -> None:
         from ingest_service.api import ApiServer, create_app
@@ -133,11 +189,13 @@ class IngestService:
             self._ops = None
         if self._maintenance is not None:
             self._maintenance.join(5)
+        if self._retrain_thread is not None:
+            self._retrain_thread.join(10)
         with self._stats_lock:
-            for queue in (self._api_queue, self._stats_queue):
+            for queue in (self._api_queue, self._stats_queue, self._retrain_metrics_queue):
                 if queue is not None:
                     queue.close()
-            self._api_queue = self._stats_queue = None
+            self._api_queue = self._stats_queue = self._retrain_metrics_queue = None
 
     def __enter__(self) -> Self:
         return self.start()

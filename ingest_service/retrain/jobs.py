@@ -264,6 +264,27 @@ class JobStore:
         ).one()
         return None if row is None else RetrainJob.from_row(row)
 
+    def counts(self) -> dict[tuple[str, JobState], int]:
+        """Jobs per (kind, state), every state of every kind seen present (zero included)."""
+        rows = self.db.execute(
+            "SELECT kind, state, COUNT(*) FROM retrain_jobs GROUP BY kind, state"
+        ).rows
+        kinds = {str(r[0]) for r in rows}
+        out = {(k, st): 0 for k in kinds for st in JobState}
+        for kind, state, n in rows:
+            out[(str(kind), JobState(state))] = int(n)
+        return out
+
+    def failures_in_a_row(self, kind: str) -> int:
+        """Failed runs of ``kind`` since its last run that trained (succeeded or rejected)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM retrain_jobs WHERE kind = ? AND state = 'failed' AND id >"
+            " COALESCE((SELECT MAX(id) FROM retrain_jobs WHERE kind = ?"
+            " AND state IN ('succeeded', 'rejected')), 0)",
+            (kind, kind),
+        ).one()
+        return 0 if row is None else int(row[0])
+
     def active(self, kind: str) -> RetrainJob | None:
         """``kind``'s queued or running job, if any."""
         return self._active(kind)

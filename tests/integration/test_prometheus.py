@@ -27,7 +27,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_shipped_alert_rules_and_config_are_valid() -> None:
     rules = _promtool("check", "rules", str(DEPLOY / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 9 rules found" in rules.stdout + rules.stderr
+    assert "SUCCESS: 10 rules found" in rules.stdout + rules.stderr
     config = _promtool("check", "config", str(DEPLOY / "prometheus.yml"))
     assert config.returncode == 0, config.stdout + config.stderr
 
@@ -74,3 +74,34 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     checked = _promtool("check", "rules", str(path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in checked.stdout + checked.stderr
+
+
+def test_the_retrain_failure_alert_fires_on_the_third_failure_in_a_row(tmp_path: Path) -> None:
+    """``promtool test rules`` drives FleetalRetrainFailing with the gauge the service exports."""
+    spec = tmp_path / "retrain_alert_test.yml"
+    summary = "retraining the camera model failed 3 times in a row: see ingest-service retrain-jobs"
+    spec.write_text(
+        f"""rule_files: ["{DEPLOY / "alerts.yml"}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'fleetal_ingest_retrain_consecutive_failures{{kind="camera"}}'
+        values: '0 1 2 3 3'
+      - series: 'fleetal_ingest_retrain_consecutive_failures{{kind="lidar"}}'
+        values: '0 0 0 0 0'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: FleetalRetrainFailing
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: FleetalRetrainFailing
+        exp_alerts:
+          - exp_labels: {{severity: warning, kind: camera}}
+            exp_annotations:
+              summary: "{summary}"
+"""
+    )
+    result = _promtool("test", "rules", str(spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr

@@ -1,0 +1,125 @@
+"""The retrain scheduler inside ``ingest-service``: at start it takes back the job a previous
+process left running, then queues jobs by policy; /metrics reports them; the CLI queues and
+lists jobs. Against a real SQLite file (the consumer has no broker here and keeps retrying:
+the scheduler does not depend on it)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ingest_service.blobstore import BlobRef
+from ingest_service.config import load_ingest_config
+from ingest_service.queue import FrameRecord, LabelQueue, connect
+from ingest_service.retrain import JobState, JobStore
+from ingest_service.service import IngestService
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _label(queue: LabelQueue, n: int) -> None:
+    ref = {"camera": BlobRef("0" * 64, 1)}
+    for seq in range(n):
+        record = FrameRecord("veh", "d1", seq, seq, 0.5, "margin", {"camera": "1"})
+        queue.ingest_frame(record, ref)
+        task = queue.claim("alice", 60.0)
+        assert task is not None
+        queue.submit_label(task.id, "alice", {"boxes": []})
+
+
+def _config(tmp_path: Path) -> dict[str, object]:
+    return {
+        "kafka": {"bootstrap_servers": [f"127.0.0.1:{_free_port()}"], "topic": "t"},
+        "consumer": {"retry_initial_s": 0.2, "retry_max_s": 1.0},
+        "queue": {"database": str(tmp_path / "queue.db")},
+        "blobs": {"root": str(tmp_path / "blobs"), "fsync": False},
+        "api": {"enabled": False},
+        "metrics": {"port": 0},
+        "retrain": {
+            "enabled": True,
+            "tick_s": 0.2,
+            "camera": {"every_labels": 3, "min_interval_s": 0.0},
+            "lidar": {"every_labels": 3, "min_interval_s": 0.0},
+        },
+    }
+
+
+def _wait(what: str, ok: object, timeout_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if callable(ok) and ok():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_service_recovers_then_schedules_and_reports(tmp_path: Path) -> None:
+    db_path = tmp_path / "queue.db"
+    with LabelQueue.open(db_path) as queue:
+        _label(queue, 4)
+        store = JobStore(queue.db)
+        left, _ = store.enqueue("camera", "on demand", 0)
+        assert store.start("camera", "a-process-that-died") is not None
+
+    service = IngestService(load_ingest_config(data=_config(tmp_path)))
+    service.start()
+    try:
+        with connect(db_path) as db:
+            watcher = JobStore(db)
+            camera = watcher.get(left.id)
+            assert camera.state is JobState.QUEUED  # taken back at start, not run twice
+            assert "restart" in camera.detail
+            _wait("the lidar job queued by policy", lambda: watcher.active("lidar") is not None)
+            lidar = watcher.active("lidar")
+            assert lidar is not None
+            assert (lidar.trigger, lidar.labels_at) == ("4 new labels", 4)
+            assert watcher.active("camera") == watcher.get(left.id)  # still the one job
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{service.ops_port}/metrics", timeout=30
+        ).read()
+        assert b'fleetal_ingest_retrain_jobs{kind="camera",state="queued"} 1.0' in body
+        assert b'fleetal_ingest_retrain_jobs{kind="lidar",state="queued"} 1.0' in body
+        assert b'fleetal_ingest_retrain_jobs{kind="lidar",state="failed"} 0.0' in body
+    finally:
+        service.close()
+
+
+def test_the_cli_queues_once_and_lists(tmp_path: Path) -> None:
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[queue]\ndatabase = "{tmp_path / "queue.db"}"\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ingest_service.cli", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+            cwd=ROOT,
+        )
+
+    first = cli("retrain-request", "--kind", "lidar")
+    assert first.returncode == 0, first.stderr
+    assert "queued retrain job 1 for lidar" in first.stdout
+    again = cli("retrain-request", "--kind", "lidar", "--reason", "new sensor")
+    assert again.returncode == 0, again.stderr
+    assert "already has retrain job 1 (queued)" in again.stdout
+    listed = cli("retrain-jobs")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["id"], r["kind"], r["state"], r["trigger"]) for r in rows] == [
+        (1, "lidar", "queued", "on demand")
+    ]
+    bad = cli("retrain-request", "--kind", "radar")
+    assert bad.returncode == 2
