@@ -158,6 +158,7 @@ class IngestService:
             tokens=self.tokens,
             lease_s=self.config.queue.lease_s,
             metrics=self.metrics.observe_request,
+            retrain_policies=self.config.retrain.policies(),
         )
         self._api = ApiServer(app, self.config.api.host, self.config.api.port)
         self._api.start()

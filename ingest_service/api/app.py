@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -23,9 +23,10 @@ from ingest_service.api.auth import BearerTokens
 from ingest_service.api.backend import API_PREFIX, Backend
 from ingest_service.api.deps import ApiState, install_state
 from ingest_service.api.errors import install_error_handlers
-from ingest_service.api.routes import exports, imports, sensor_data, tasks
+from ingest_service.api.routes import exports, imports, retrain, sensor_data, tasks
 from ingest_service.blobstore import BlobStore
 from ingest_service.queue import LabelQueue
+from ingest_service.retrain.policy import RetrainPolicy
 
 __all__ = ["API_PREFIX", "DOCS_ASSETS", "MetricsHook", "create_app"]
 
@@ -46,13 +47,15 @@ def create_app(
     lease_s: float = 900.0,
     metrics: MetricsHook | None = None,
     public_url: str | None = None,
+    retrain_policies: Sequence[RetrainPolicy] = (),
 ) -> FastAPI:
     """The labeling API over ``queue`` and ``blobs``.
 
     ``tokens`` maps API token -> labeler name. ``lease_s`` is the lease a claim grants.
     ``metrics`` is called after each request with (route template, status, seconds).
     ``public_url`` is the base of the data URLs handed out (default: the request's own base
-    URL; set it behind a reverse proxy).
+    URL; set it behind a reverse proxy). ``retrain_policies`` enable ``POST
+    /v1/retrain/{kind}`` (on-demand retraining, docs/loop.md); without them it answers 404.
     """
     if not tokens:
         raise ValueError("the labeling API needs at least one token")
@@ -67,8 +70,16 @@ def create_app(
         "export and import COCO, KITTI, CVAT and Label Studio. See docs/labeling-api.md.",
         static_url=DOCS_ASSETS,
     )
-    install_state(app, ApiState(Backend(queue, blobs, lease_s), BearerTokens(tokens), public_url))
-    for module in (tasks, sensor_data, exports, imports):
+    install_state(
+        app,
+        ApiState(
+            Backend(queue, blobs, lease_s),
+            BearerTokens(tokens),
+            public_url,
+            tuple(retrain_policies),
+        ),
+    )
+    for module in (tasks, sensor_data, exports, imports, retrain):
         app.include_router(module.router)
     install_error_handlers(app)
     if metrics is not None:

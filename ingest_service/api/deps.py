@@ -15,8 +15,18 @@ from fastapi.security import HTTPAuthorizationCredentials
 from ingest_service.api.auth import BearerTokens, bearer_scheme
 from ingest_service.api.backend import Backend
 from ingest_service.api.models import ErrorOut
+from ingest_service.retrain.policy import RetrainPolicy
 
-__all__ = ["ERRORS", "ApiState", "BackendDep", "BaseUrl", "Labeler", "TaskId", "install_state"]
+__all__ = [
+    "ERRORS",
+    "ApiState",
+    "BackendDep",
+    "BaseUrl",
+    "Labeler",
+    "RetrainPolicies",
+    "TaskId",
+    "install_state",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -24,6 +34,7 @@ class ApiState:
     backend: Backend
     tokens: BearerTokens
     public_url: str | None
+    retrain_policies: tuple[RetrainPolicy, ...] = ()
 
 
 def install_state(app: FastAPI, state: ApiState) -> None:
@@ -45,6 +56,10 @@ def _labeler(
     return _state(request).tokens.labeler(creds)
 
 
+def _retrain_policies(request: Request) -> tuple[RetrainPolicy, ...]:
+    return _state(request).retrain_policies
+
+
 def _base_url(request: Request) -> str:
     """The base of the data URLs handed out: ``public_url``, else the request's own."""
     return (_state(request).public_url or str(request.base_url)).rstrip("/")
@@ -53,6 +68,7 @@ def _base_url(request: Request) -> str:
 BackendDep = Annotated[Backend, Depends(_backend)]
 Labeler = Annotated[str, Depends(_labeler)]
 BaseUrl = Annotated[str, Depends(_base_url)]
+RetrainPolicies = Annotated[tuple[RetrainPolicy, ...], Depends(_retrain_policies)]
 TaskId = Annotated[int, Path(ge=1, description="task id")]
 
 ERRORS: dict[int | str, dict[str, Any]] = {

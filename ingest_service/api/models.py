@@ -19,6 +19,8 @@ __all__ = [
     "LabelAccepted",
     "LabelsIn",
     "QueueStats",
+    "RetrainJobOut",
+    "RetrainRequested",
     "SkipIn",
     "Skipped",
     "TaskOut",
@@ -146,6 +148,32 @@ class QueueStats(BaseModel):
     labeled: int
     skipped: int
     expired: int
+
+
+class RetrainJobOut(BaseModel):
+    """A retrain job (docs/loop.md)."""
+
+    id: int
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed", "rejected"]
+    trigger: str
+    labels_at: int
+    attempts: int
+    max_attempts: int
+    created_ns: int
+    started_ns: int | None
+    finished_ns: int | None
+    labels_used: int | None
+    metric: float | None
+    model_version: str | None
+    detail: str
+
+
+class RetrainRequested(BaseModel):
+    """The answer to an on-demand retrain: the job, and whether this request queued it."""
+
+    job: RetrainJobOut
+    created: bool
 
 
 class ImportResult(BaseModel):

@@ -13,10 +13,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ingest_service.blobstore import BlobRef
+import httpx
+
+from ingest_service.api import ApiServer, create_app
+from ingest_service.blobstore import BlobRef, LocalBlobStore
 from ingest_service.config import load_ingest_config
 from ingest_service.queue import FrameRecord, LabelQueue, connect
-from ingest_service.retrain import JobState, JobStore
+from ingest_service.retrain import JobState, JobStore, RetrainPolicy
 from ingest_service.service import IngestService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +126,39 @@ def test_the_cli_queues_once_and_lists(tmp_path: Path) -> None:
     ]
     bad = cli("retrain-request", "--kind", "radar")
     assert bad.returncode == 2
+
+
+def test_the_api_queues_a_retrain_on_demand_and_lists_jobs(queue_db: str, tmp_path: Path) -> None:
+    token = {"Authorization": "Bearer tok-0123456789abcdef"}
+    with LabelQueue.open(queue_db) as queue:
+        _label(queue, 2)
+        app = create_app(
+            queue,
+            LocalBlobStore(tmp_path / "blobs", fsync=False),
+            tokens={"tok-0123456789abcdef": "alice"},
+            retrain_policies=[RetrainPolicy("camera"), RetrainPolicy("lidar")],
+        )
+        bare = create_app(
+            queue, LocalBlobStore(tmp_path / "b2", fsync=False), tokens={"tok-x" * 4: "bob"}
+        )
+        with ApiServer(app, port=0) as server, httpx.Client(base_url=server.url) as client:
+            first = client.post("/v1/retrain/camera", headers=token)
+            assert first.status_code == 202, first.text
+            body = first.json()
+            assert body["created"] is True
+            assert body["job"]["trigger"] == "on demand by alice"
+            assert body["job"]["labels_at"] == 2
+            again = client.post("/v1/retrain/camera", headers=token)
+            assert again.status_code == 200
+            assert again.json() == {"job": body["job"], "created": False}
+            assert client.post("/v1/retrain/radar", headers=token).status_code == 422
+            assert client.post("/v1/retrain/camera").status_code == 401
+            jobs = client.get("/v1/retrain/jobs", params={"kind": "camera"}, headers=token)
+            assert jobs.status_code == 200
+            assert [j["id"] for j in jobs.json()] == [body["job"]["id"]]
+        with ApiServer(bare, port=0) as server, httpx.Client(base_url=server.url) as client:
+            off = client.post(
+                "/v1/retrain/lidar", headers={"Authorization": "Bearer " + "tok-x" * 4}
+            )
+            assert off.status_code == 404
+            assert "not configured" in off.text
