@@ -331,6 +331,11 @@ class RetrainSection:
     """Queue retrain jobs by the per-kind policies below (docs/loop.md)."""
     tick_s: float = 60.0
     """How often the scheduler checks the policies and takes back timed-out jobs."""
+    command: tuple[str, ...] = ()
+    """The trainer: a program run as COMMAND... --job-dir DIR for each job (docs/loop.md);
+    empty: jobs are queued but no worker runs them here."""
+    work_dir: Path = Path("var/ingest/retrain")
+    """Where each job gets its directory of inputs, log and result."""
     camera: RetrainPolicySection = field(default_factory=RetrainPolicySection)
     lidar: RetrainPolicySection = field(default_factory=RetrainPolicySection)
 

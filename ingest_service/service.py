@@ -15,6 +15,7 @@ maintenance.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Self
@@ -27,6 +28,7 @@ from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.metrics import IngestMetrics
 from ingest_service.queue import LabelQueue
 from ingest_service.retrain import JobStore, RetrainScheduler
+from ingest_service.retrain.worker import TrainerCommand, work_once
 from schemas.ops import OpsServer
 
 __all__ = ["IngestService"]
@@ -68,6 +70,7 @@ class IngestService:
         self._maintenance: threading.Thread | None = None
         self._consumer_error: BaseException | None = None
         self._retrain_thread: threading.Thread | None = None
+        self._worker_thread: threading.Thread | None = None
         self._retrain_metrics_queue: LabelQueue | None = None
 
     # --- life cycle -----------------------------------------------------------------------
@@ -114,6 +117,42 @@ class IngestService:
             target=self._schedule, args=(queue, scheduler), name="ingest-retrain", daemon=True
         )
         self._retrain_thread.start()
+        if self.config.retrain.command:
+            self._worker_thread = threading.Thread(
+                target=self._train, name="ingest-retrain-worker", daemon=True
+            )
+            self._worker_thread.start()
+
+    def _train(self) -> None:
+        """Run queued jobs with the trainer command, one at a time, until the service stops.
+
+        The trainer is started from this thread, so it dies with it (die_with_parent)."""
+        import socket
+
+        cfg = self.config.retrain
+        blobs: dict[str, str] = {"backend": str(self.config.blobs.backend)}
+        if self.config.blobs.backend == "local":
+            blobs["root"] = str(self.config.blobs.root.resolve())
+        command = TrainerCommand(cfg.command, cfg.work_dir, blobs)
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        queue: LabelQueue | None = None
+        while not self.stop_event.is_set():
+            try:
+                if queue is None:
+                    queue = self.queue_factory()
+                kinds = [p.kind for p in cfg.policies()]
+                work_once(
+                    JobStore(queue.db), queue, kinds, command, worker=worker, stop=self.stop_event
+                )
+            except Exception as exc:
+                log.warning("retrain worker: %s", exc)
+                if queue is not None:
+                    queue.close()
+                queue = None
+            if self.stop_event.wait(cfg.tick_s):
+                break
+        if queue is not None:
+            queue.close()
 
     def _schedule(self, queue: LabelQueue, scheduler: RetrainScheduler) -> None:
         """Every ``retrain.tick_s``: take back timed-out jobs, queue the jobs that are due."""
@@ -190,8 +229,9 @@ class IngestService:
             self._ops = None
         if self._maintenance is not None:
             self._maintenance.join(5)
-        if self._retrain_thread is not None:
-            self._retrain_thread.join(10)
+        for thread in (self._retrain_thread, self._worker_thread):
+            if thread is not None:
+                thread.join(10)
         with self._stats_lock:
             for queue in (self._api_queue, self._stats_queue, self._retrain_metrics_queue):
                 if queue is not None:

@@ -216,6 +216,27 @@ class JobStore:
             )
         return self.get(job_id)
 
+    def fail_attempt(
+        self, job_id: int, worker: str, detail: str, *, now_ns: int | None = None
+    ) -> RetrainJob:
+        """The running attempt of ``worker`` failed: queued again while attempts remain, else
+        failed for good; :class:`JobLost` if ``worker`` does not hold the job."""
+        now = self._now(now_ns)
+        res = self.db.execute_atomic(
+            "UPDATE retrain_jobs SET"
+            " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
+            " finished_ns = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,"
+            " worker = NULL, deadline_ns = NULL, detail = ?"
+            " WHERE id = ? AND state = 'running' AND worker = ?",
+            (now, detail, job_id, worker),
+        )
+        if res.rowcount != 1:
+            current = self.get(job_id)
+            raise JobLost(
+                job_id, worker, f"it is {current.state.value} (worker {current.worker!r})"
+            )
+        return self.get(job_id)
+
     def recover(self, *, interrupted: bool = False, now_ns: int | None = None) -> list[RetrainJob]:
         """Take back running jobs past their deadline (all running jobs if ``interrupted``, at
         start-up): queued again while attempts remain, else failed. Returns the jobs as they

@@ -162,3 +162,42 @@ def test_the_api_queues_a_retrain_on_demand_and_lists_jobs(queue_db: str, tmp_pa
             )
             assert off.status_code == 404
             assert "not configured" in off.text
+
+
+def test_the_service_runs_the_trainer_command_for_a_due_job(tmp_path: Path) -> None:
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(
+        "import json, sys\n"
+        "d = sys.argv[sys.argv.index('--job-dir') + 1]\n"
+        "spec = json.load(open(d + '/job.json'))\n"
+        "json.dump({'status': 'succeeded', 'metric': 0.7, 'labels_used': spec['labels'],"
+        " 'model_version': spec['kind'] + '-2'}, open(spec['result_file'], 'w'))\n"
+    )
+    with LabelQueue.open(tmp_path / "queue.db") as queue:
+        _label(queue, 3)
+    data = _config(tmp_path)
+    retrain = data["retrain"]
+    assert isinstance(retrain, dict)
+    retrain["command"] = [sys.executable, str(trainer)]
+    retrain["work_dir"] = str(tmp_path / "work")
+    service = IngestService(load_ingest_config(data=data))
+    service.start()
+    try:
+        with connect(tmp_path / "queue.db") as db:
+            store = JobStore(db)
+
+            def both_trained() -> bool:
+                done = [store.last_finished(k) for k in ("camera", "lidar")]
+                return all(j is not None and j.state is JobState.SUCCEEDED for j in done)
+
+            _wait("both kinds trained by the worker", both_trained)
+            camera = store.last_finished("camera")
+            assert camera is not None
+            assert (camera.labels_used, camera.model_version) == (3, "camera-2")
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{service.ops_port}/metrics", timeout=30
+        ).read()
+        assert b'fleetal_ingest_retrain_last_metric{kind="camera"} 0.7' in body
+        assert b'fleetal_ingest_retrain_last_labels_used{kind="lidar"} 3.0' in body
+    finally:
+        service.close()
