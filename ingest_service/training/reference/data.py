@@ -204,6 +204,16 @@ def _kitti_labels(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def camera_image_files(root: Path) -> dict[str, Path]:
+    """The image file of each labelled image, by its name (``nuscenes/CAM_BACK``, ...)."""
+    _, entry = _nusc_info(root)
+    images = _field(entry, "images", dict)
+    out = {f"nuscenes/{cam}": root / _NUSC / str(d["img_path"]) for cam, d in images.items()}
+    for stem in ("000000", "000001", "000002"):
+        out[f"kitti/{stem}"] = root / _KITTI / "image_2" / f"{stem}.png"
+    return out
+
+
 def load_camera_images(root: Path) -> list[LabelledImage]:
     """The nine labelled images (six nuScenes cameras, three KITTI frames)."""
     out: list[LabelledImage] = []

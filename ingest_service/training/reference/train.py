@@ -53,7 +53,18 @@ from ingest_service.training.reference.data import (
 )
 from ingest_service.training.reference.lidar import LidarExport, PointNetSeg
 
-__all__ = ["ReferenceResult", "build_reference_models", "export_onnx", "main"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "ReferenceResult",
+    "build_reference_models",
+    "camera_holdout",
+    "export_camera",
+    "export_onnx",
+    "load_camera_checkpoint",
+    "main",
+    "save_camera_checkpoint",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -236,14 +247,23 @@ def _accuracy_report(
 
 
 def _train_camera(
-    images: Sequence[LabelledImage], settings: _Settings, seed: int
+    images: Sequence[LabelledImage],
+    settings: _Settings,
+    seed: int,
+    *,
+    net: CameraNet | None = None,
+    epochs: int | None = None,
+    lr: float = 3e-3,
 ) -> tuple[CameraNet, dict[str, Any]]:
+    """Train a camera net (or fine-tune ``net``) on ``images`` outside the holdout; report
+    its accuracy on the holdout images (:data:`CAMERA_HOLDOUT`), never trained on."""
     rng = np.random.default_rng(seed)
     train = [i for i in images if i.name not in CAMERA_HOLDOUT]
     held = [i for i in images if i.name in CAMERA_HOLDOUT]
-    net = CameraNet(len(CAMERA_CLASSES), members=4, width=settings.camera_width)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    total_epochs = settings.camera_epochs
+    if net is None:
+        net = CameraNet(len(CAMERA_CLASSES), members=4, width=settings.camera_width)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    total_epochs = settings.camera_epochs if epochs is None else epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / total_epochs))
     )
@@ -271,6 +291,11 @@ def _train_camera(
             torch.autograd.backward(loss)
             opt.step()
         sched.step()
+    return net, camera_holdout(net, held, seed)
+
+
+def camera_holdout(net: CameraNet, held: Sequence[LabelledImage], seed: int) -> dict[str, Any]:
+    """Accuracy of ``net`` on the holdout images' patches (the same patches for a seed)."""
     net.eval()
     patches, labels = _camera_patches(
         held, np.random.default_rng(seed + 1), augment=False, repeats=1
@@ -280,9 +305,45 @@ def _train_camera(
             dim=1
         )
     report = _accuracy_report(probs.argmax(dim=1).numpy(), labels, CAMERA_CLASSES)
-    report["holdout_images"] = list(CAMERA_HOLDOUT)
+    report["holdout_images"] = [i.name for i in held]
     report["unit"] = "patches (objects from the 2D boxes + background windows)"
-    return net, report
+    return report
+
+
+def export_camera(
+    net: CameraNet, meta: ModelMetadata, path: Path, sample: NDArray[np.uint8]
+) -> tuple[str, float]:
+    """Export ``net`` to ONNX at ``path`` and check the edge runner against torch on
+    ``sample``; ``(sha256, max |diff|)``, ``RuntimeError`` when they disagree."""
+    export = CameraExport(net).eval()
+    tensor = prepare_image(sample, meta)
+    digest = export_onnx(export, torch.from_numpy(tensor), path, meta, ["probs", "embedding"])
+    with torch.no_grad():
+        probs, emb = export(torch.from_numpy(tensor))
+    cpu = RunnerConfig(providers=("cpu",), intra_op_threads=1)
+    got = CameraModel(ModelRunner(path, sha256=digest, config=cpu)).score(sample)
+    return digest, _parity([probs.numpy(), emb.numpy()], [got.probs, got.embedding], str(path))
+
+
+def save_camera_checkpoint(net: CameraNet, path: Path, settings: _Settings, quick: bool) -> None:
+    """The torch weights beside the ONNX: what a fine-tuning run starts from."""
+    torch.save(
+        {
+            "state_dict": net.state_dict(),
+            "width": settings.camera_width,
+            "members": net.members,
+            "quick": quick,
+        },
+        path,
+    )
+
+
+def load_camera_checkpoint(path: Path) -> tuple[CameraNet, bool]:
+    """``(net, quick)`` from :func:`save_camera_checkpoint`."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net = CameraNet(len(CAMERA_CLASSES), members=int(saved["members"]), width=int(saved["width"]))
+    net.load_state_dict(saved["state_dict"])
+    return net, bool(saved["quick"])
 
 
 # -- lidar -------------------------------------------------------------------------------------
@@ -477,14 +538,9 @@ def build_reference_models(
             settings, quick, data_root, {"holdout_accuracy": json.dumps(holdout["accuracy"])}
         )
         path = out / "camera.onnx"
-        export = CameraExport(net).eval()
         sample = next(i for i in images if i.name in CAMERA_HOLDOUT).image
-        tensor = prepare_image(sample, meta)
-        digest = export_onnx(export, torch.from_numpy(tensor), path, meta, ["probs", "embedding"])
-        with torch.no_grad():
-            probs, emb = export(torch.from_numpy(tensor))
-        got = CameraModel(ModelRunner(path, sha256=digest, config=cpu)).score(sample)
-        diff = _parity([probs.numpy(), emb.numpy()], [got.probs, got.embedding], str(path))
+        digest, diff = export_camera(net, meta, path, sample)
+        save_camera_checkpoint(net, out / "camera.pt", settings, quick)
         results.append(
             ReferenceResult("camera", path, digest, meta.version, seconds, holdout, diff)
         )

@@ -1,0 +1,109 @@
+"""The camera fine-tuning trainer, run by the retrain worker through the documented contract:
+queue labels on real bundled images -> a fine-tuned ONNX the edge runner loads, scored on a
+holdout it never trained on. Real queue (SQLite), real blob store, real torch and
+onnxruntime; the reference models are built quick for the test."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_agent.models import RunnerConfig, load_model, read_metadata
+from ingest_service.blobstore import LocalBlobStore
+from ingest_service.queue import FrameRecord, LabelQueue
+from ingest_service.retrain import JobState, JobStore
+from ingest_service.retrain.worker import TrainerCommand, work_once
+from ingest_service.training.finetune import main as finetune
+from ingest_service.training.reference.data import (
+    CAMERA_CLASSES,
+    CAMERA_HOLDOUT,
+    camera_image_files,
+    load_camera_images,
+)
+from ingest_service.training.reference.train import build_reference_models
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_reference_models(out, DATA, quick=True, kinds=("camera",))
+    finally:
+        torch.set_num_threads(threads)
+    assert (out / "camera.pt").exists()  # the weights a fine-tune starts from
+    return out
+
+
+def _queue_labels(queue: LabelQueue, blobs: LocalBlobStore, names: list[str]) -> None:
+    """Each named bundled image as a selected frame, labeled with its own boxes."""
+    files = camera_image_files(DATA)
+    images = {i.name: i for i in load_camera_images(DATA)}
+    for seq, name in enumerate(names):
+        ref = blobs.put(files[name].read_bytes())
+        queue.ingest_frame(
+            FrameRecord("veh", "d1", seq, seq, 0.9, "margin", {"camera": "ref"}),
+            {"CAM_FRONT": ref},
+        )
+        task = queue.claim("alice", 60.0)
+        assert task is not None
+        item = images[name]
+        boxes = [
+            {"camera": "CAM_FRONT", "class_name": CAMERA_CLASSES[k] if k >= 0 else "DontCare",
+             "x1": float(b[0]), "y1": float(b[1]), "x2": float(b[2]), "y2": float(b[3])}
+            for b, k in zip(item.boxes.tolist(), item.labels.tolist(), strict=True)
+        ]  # fmt: skip
+        queue.submit_label(task.id, "alice", {"boxes_2d": boxes, "boxes_3d": []})
+
+
+def test_the_worker_fine_tunes_the_camera_model_on_queue_labels(
+    models: Path, tmp_path: Path
+) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    train_names = ["nuscenes/CAM_FRONT", "kitti/000000", CAMERA_HOLDOUT[1]]
+    with LabelQueue.open(tmp_path / "queue.db") as queue:
+        _queue_labels(queue, blobs, train_names)
+        store = JobStore(queue.db)
+        job, _ = store.enqueue("camera", "on demand", 3, timeout_s=600)
+        command = TrainerCommand(
+            (
+                sys.executable, "-m", "ingest_service.training.finetune",
+                "--models", str(models), "--data", str(DATA), "--epochs", "1",
+                "--margin", "1.0",
+            ),
+            tmp_path / "work",
+            {"backend": "local", "root": str(blobs.root)},
+        )  # fmt: skip
+        (done,) = work_once(store, queue, ["camera"], command, worker="w")
+    assert done.state is JobState.SUCCEEDED, done.detail
+    assert done.labels_used == 2  # the holdout image from the queue was left out
+    assert "1 holdout images left out" in done.detail
+    assert done.model_version is not None
+    assert done.model_version.endswith(f"-ft{job.id}")
+    assert done.metric is not None
+    assert 0.0 <= done.metric <= 1.0
+    onnx_path = tmp_path / "work" / f"camera-{job.id}-1" / "camera.onnx"
+    meta = read_metadata(onnx_path)
+    assert meta.version == done.model_version
+    assert meta.extra["retrain_job"] == str(job.id)
+    model = load_model(onnx_path, config=RunnerConfig(providers=("cpu",)))
+    image = load_camera_images(DATA)[0].image
+    out = model.score(image)
+    assert out.probs.shape[-1] == len(CAMERA_CLASSES)
+
+
+def test_a_job_for_another_kind_is_refused_with_exit_2(models: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "job.json").write_text(json.dumps({"kind": "lidar", "job_id": 1}))
+    assert finetune(["--job-dir", str(job_dir), "--models", str(models)]) == 2
