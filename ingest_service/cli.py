@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     rj = with_config("retrain-jobs", "print the latest retrain jobs, newest first (JSON lines)")
     rj.add_argument("--kind", choices=["camera", "lidar"], default=None)
     rj.add_argument("--limit", type=int, default=20)
+    rm = with_config("registry-models", "print the registered model versions (JSON lines)")
+    rm.add_argument("--kind", choices=["camera", "lidar"], required=True)
+    rp = with_config("registry-promote", "make a registered version production (by the margin)")
+    rp.add_argument("--kind", choices=["camera", "lidar"], required=True)
+    rp.add_argument("--version", type=int, required=True)
+    rp.add_argument("--margin", type=float, default=None, help="default: registry.margin")
+    rb = with_config("registry-rollback", "point production back at the previous version")
+    rb.add_argument("--kind", choices=["camera", "lidar"], required=True)
     sub.add_parser("config-help", help="list every configuration key and its variable")
     return p
 
@@ -121,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _retrain_request(cfg, args.kind, args.reason)
         if args.command == "retrain-jobs":
             return _retrain_jobs(cfg, args.kind, args.limit)
+        if args.command.startswith("registry-"):
+            return _registry(cfg, args)
         return _export(cfg, args.format, args.out, args.after_task_id, args.camera)
     except (IngestError, ValueError, OSError) as exc:
         print(f"ingest-service {args.command}: {exc}", file=sys.stderr)
@@ -295,6 +305,29 @@ def _retrain_jobs(cfg: IngestConfig, kind: str | None, limit: int) -> int:
         row = dataclasses.asdict(job)
         row["state"] = job.state.value
         print(json.dumps(row, sort_keys=True))
+    return 0
+
+
+def _registry(cfg: IngestConfig, args: argparse.Namespace) -> int:
+    registry = cfg.registry.open()
+    if args.command == "registry-models":
+        for model in registry.versions(args.kind):
+            row = {
+                "version": model.version,
+                "aliases": list(model.aliases),
+                "metric": model.metric,
+                "sha256": model.sha256,
+                "tags": dict(model.tags),
+            }
+            print(json.dumps(row, sort_keys=True))
+        return 0
+    if args.command == "registry-promote":
+        margin = cfg.registry.margin if args.margin is None else args.margin
+        decision = registry.promote(args.kind, args.version, margin=margin)
+        print(decision.reason)
+        return 0 if decision.promoted else 1
+    model = registry.rollback(args.kind)
+    print(f"{model.name} {model.version} is production again")
     return 0
 
 

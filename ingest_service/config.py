@@ -32,6 +32,7 @@ from edge_agent.kafka_config import KafkaSecurity
 from schemas.config import ConfigError, load_config
 
 if TYPE_CHECKING:
+    from ingest_service.registry import ModelRegistry
     from ingest_service.retrain.policy import RetrainPolicy
 
 __all__ = [
@@ -360,6 +361,30 @@ class RetrainSection:
 
 
 @dataclass(frozen=True)
+class RegistrySection:
+    tracking_uri: str = ""
+    """MLflow tracking URI of the model registry (http(s)://... for a server); empty: the
+    embedded registry under data_dir (a SQLite file and an artifact folder)."""
+    data_dir: Path = Path("var/ingest/registry")
+    """Where the embedded registry lives."""
+    margin: float = 0.0
+    """A retrained model becomes production unless its holdout metric is worse than
+    production's by more than this."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"margin: must be >= 0, got {self.margin}")
+
+    def open(self) -> ModelRegistry:
+        """The registry this section configures."""
+        from ingest_service.registry import ModelRegistry
+
+        if self.tracking_uri:
+            return ModelRegistry(self.tracking_uri)
+        return ModelRegistry.embedded(self.data_dir)
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     kafka: KafkaSection = field(default_factory=KafkaSection)
     consumer: ConsumerSection = field(default_factory=ConsumerSection)
@@ -369,6 +394,7 @@ class IngestConfig:
     api: ApiSection = field(default_factory=ApiSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     retrain: RetrainSection = field(default_factory=RetrainSection)
+    registry: RegistrySection = field(default_factory=RegistrySection)
 
 
 def load_ingest_config(

@@ -27,6 +27,7 @@ from ingest_service.config import IngestConfig
 from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.metrics import IngestMetrics
 from ingest_service.queue import LabelQueue
+from ingest_service.registry import ModelRegistry
 from ingest_service.retrain import JobStore, RetrainScheduler
 from ingest_service.retrain.worker import TrainerCommand, work_once
 from schemas.ops import OpsServer
@@ -136,13 +137,23 @@ class IngestService:
         command = TrainerCommand(cfg.command, cfg.work_dir, blobs)
         worker = f"{socket.gethostname()}:{os.getpid()}"
         queue: LabelQueue | None = None
+        registry: ModelRegistry | None = None
         while not self.stop_event.is_set():
             try:
                 if queue is None:
                     queue = self.queue_factory()
+                if registry is None:
+                    registry = self.config.registry.open()
                 kinds = [p.kind for p in cfg.policies()]
                 work_once(
-                    JobStore(queue.db), queue, kinds, command, worker=worker, stop=self.stop_event
+                    JobStore(queue.db),
+                    queue,
+                    kinds,
+                    command,
+                    worker=worker,
+                    stop=self.stop_event,
+                    registry=registry,
+                    margin=self.config.registry.margin,
                 )
             except Exception as exc:
                 log.warning("retrain worker: %s", exc)

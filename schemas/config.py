@@ -46,9 +46,10 @@ from typing import Any, Literal, NamedTuple, TypeVar, get_args, get_origin
 
 ENV_PREFIX = "FLEETAL_"
 
-NOT_CONFIGURATION = frozenset({"FLEETAL_KAFKA_CACHE", "FLEETAL_PG_BIN"})
+NOT_CONFIGURATION = frozenset({"FLEETAL_KAFKA_CACHE", "FLEETAL_PG_BIN", "FLEETAL_RETRAIN_JOB_DIR"})
 """``FLEETAL_`` variables of the tools (the test broker's jar cache, deploy/kafka/broker.py; the
-PostgreSQL binaries, deploy/postgres/pg_local.py): not configuration keys, ignored here."""
+PostgreSQL binaries, deploy/postgres/pg_local.py; the job directory the retrain worker gives its
+trainer, ingest_service/retrain/worker.py): not configuration keys, ignored here."""
 
 T = TypeVar("T")
 

@@ -16,7 +16,11 @@ entry point, a Slurm script. The worker
 3. runs ``COMMAND... --job-dir DIR`` (its own process group, killed with the service, and
    killed when the job's deadline passes), stdout and stderr to ``DIR/trainer.log``;
 4. reads ``DIR/result.json``: ``{"status": "succeeded" | "rejected", "metric": float | null,
-   "labels_used": int, "model_version": str | null, "detail": str}``.
+   "labels_used": int, "model_version": str | null, "detail": str, "model_path": str}``
+   (``model_path``, optional: the ONNX file the run produced, relative to ``DIR``);
+5. with a registry, registers a succeeded run's ``model_path`` (its metric, parameters and
+   lineage) and promotes it to ``production`` unless its holdout metric is worse than
+   production's by more than the margin; a model not promoted makes the job ``rejected``.
 
 Exit 0 with a valid result finishes the job in its status. Any other exit code, a missing
 or invalid result, or the deadline passing fails the attempt: the job is queued again while
@@ -25,6 +29,7 @@ attempts remain, else it fails, with the reason and the end of the log in its ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,6 +45,7 @@ from typing import Any
 
 from deploy.lifetime import die_with_parent
 from ingest_service.queue import LabelQueue
+from ingest_service.registry import ModelRegistry, Promotion, RegisteredModel
 from ingest_service.retrain.jobs import JobState, JobStore, RetrainJob
 
 __all__ = ["TrainerCommand", "run_job", "work_once"]
@@ -125,6 +131,12 @@ def _read_result(path: Path) -> dict[str, Any]:
     detail = data.get("detail", "")
     if not isinstance(detail, str):
         raise ValueError(f"{path.name}: detail must be a string")
+    model_path = data.get("model_path")
+    if model_path is not None:
+        if not isinstance(model_path, str):
+            raise ValueError(f"{path.name}: model_path must be a string")
+        if not (path.parent / model_path).is_file():
+            raise ValueError(f"{path.name}: model_path {model_path!r} is not a file")
     return data
 
 
@@ -145,6 +157,8 @@ def run_job(
     worker: str,
     extra_env: dict[str, str] | None = None,
     stop: threading.Event | None = None,
+    registry: ModelRegistry | None = None,
+    margin: float = 0.0,
 ) -> RetrainJob:
     """Run the trainer for ``job`` (held by ``worker``) and record the outcome; returns the
     job as it is afterwards. ``stop`` set (the service stopping) kills the trainer and fails
@@ -199,15 +213,76 @@ def run_job(
             job.id, worker, _with_log(f"attempt {job.attempts}: {exc}", log_path)
         )
     state = JobState.SUCCEEDED if result["status"] == "succeeded" else JobState.REJECTED
+    metric = None if result.get("metric") is None else float(result["metric"])
+    version = result.get("model_version")
+    detail = str(result.get("detail", ""))
+    if registry is not None and state is JobState.SUCCEEDED and result.get("model_path"):
+        try:
+            registered, promotion = _register(registry, job, job_dir, result, metric, margin)
+        except Exception as exc:  # the registry is down: try the whole attempt again
+            why = f"attempt {job.attempts}: trained, but the registry failed: {exc}"
+            return store.fail_attempt(job.id, worker, why)
+        version = f"{registered.name}:{registered.version}"
+        detail = f"{promotion.reason}; {detail}"
+        if not promotion.promoted:
+            state = JobState.REJECTED
     return store.finish(
         job.id,
         worker,
         state,
         labels_used=result["labels_used"],
-        metric=None if result.get("metric") is None else float(result["metric"]),
-        model_version=result.get("model_version"),
-        detail=str(result.get("detail", "")),
+        metric=metric,
+        model_version=version,
+        detail=detail,
     )
+
+
+def _register(
+    registry: ModelRegistry,
+    job: RetrainJob,
+    job_dir: Path,
+    result: dict[str, Any],
+    metric: float | None,
+    margin: float,
+) -> tuple[RegisteredModel, Promotion]:
+    """Register the run's model with its lineage, then promote it if it is good enough."""
+    labels = (job_dir / "labels.jsonl").read_bytes()
+    task_ids = sorted(json.loads(line)["task_id"] for line in labels.splitlines() if line)
+    parent = registry.alias(job.kind, "production")
+    lineage = {
+        "retrain_job": str(job.id),
+        "attempt": str(job.attempts),
+        "trigger": job.trigger,
+        "labels_digest": hashlib.sha256(labels).hexdigest(),
+        "task_ids_digest": hashlib.sha256(json.dumps(task_ids).encode()).hexdigest(),
+        "labels": str(len(task_ids)),
+        "parent_version": "none" if parent is None else str(parent.version),
+        "code_version": _code_version(),
+        "trainer_model_version": str(result.get("model_version")),
+    }
+    params = {"labels_used": result["labels_used"], "kind": job.kind}
+    registered = registry.register(
+        job.kind, job_dir / str(result["model_path"]), metric=metric, params=params, lineage=lineage
+    )
+    return registered, registry.promote(job.kind, registered.version, margin=margin)
+
+
+def _code_version() -> str:
+    """The installed package version (and the git commit when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("fleet-active-learning")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    head = Path(__file__).resolve().parents[2] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref = (head.parent / ref[5:]).read_text().strip()
+        return f"{pkg}+{ref[:12]}"
+    except OSError:
+        return pkg
 
 
 def _with_log(why: str, log_path: Path) -> str:
@@ -223,6 +298,8 @@ def work_once(
     *,
     worker: str,
     stop: threading.Event | None = None,
+    registry: ModelRegistry | None = None,
+    margin: float = 0.0,
 ) -> list[RetrainJob]:
     """Start and run the queued job of each kind in turn (one at a time); the outcomes."""
     done = []
@@ -233,7 +310,9 @@ def work_once(
         if job is None:
             continue
         log.info("retrain job %d (%s) attempt %d started", job.id, kind, job.attempts)
-        outcome = run_job(store, queue, job, command, worker=worker, stop=stop)
+        outcome = run_job(
+            store, queue, job, command, worker=worker, stop=stop, registry=registry, margin=margin
+        )
         log.log(
             logging.WARNING
             if outcome.state in (JobState.FAILED, JobState.QUEUED)

@@ -183,6 +183,7 @@ def finetune_camera(
         "metric": after["accuracy"],
         "labels_used": queue.tasks_used,
         "model_version": version,
+        "model_path": "camera.onnx",
         "detail": (
             f"holdout {holdout_id} accuracy {after['accuracy']} (before {before['accuracy']},"
             f" margin {margin}); {len(queue.images)} queue images from {queue.tasks_used} tasks"

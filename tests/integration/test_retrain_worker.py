@@ -16,7 +16,8 @@ import pytest
 
 from ingest_service.blobstore import BlobRef
 from ingest_service.queue import FrameRecord, LabelQueue
-from ingest_service.retrain import JobState, JobStore
+from ingest_service.registry import ModelRegistry
+from ingest_service.retrain import JobState, JobStore, RetrainJob
 from ingest_service.retrain.worker import TrainerCommand, work_once
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,15 @@ TRAINER = textwrap.dedent(
         time.sleep(600)
     if mode == "garbage":
         open(spec["result_file"], "w").write('{"status": "great"}')
+        sys.exit(0)
+    if mode.startswith("model-"):
+        open(os.path.join(job_dir, "m.onnx"), "wb").write(mode.encode())
+        json.dump({"status": "succeeded", "metric": float(mode[6:]), "labels_used": len(rows),
+                   "model_path": "m.onnx"}, open(spec["result_file"], "w"))
+        sys.exit(0)
+    if mode == "missing-model":
+        json.dump({"status": "succeeded", "labels_used": 1, "model_path": "nope.onnx"},
+                  open(spec["result_file"], "w"))
         sys.exit(0)
     status = "rejected" if mode == "worse" else "succeeded"
     result = {"status": status, "metric": 0.81, "labels_used": len(rows),
@@ -127,3 +137,47 @@ def test_a_hung_trainer_is_killed_at_the_deadline(queue: LabelQueue, tmp_path: P
     pid = int((tmp_path / "work" / f"camera-{job.id}-1" / "pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed, and reaped
+
+
+def test_a_trained_model_is_registered_and_promoted_only_when_not_worse(
+    queue: LabelQueue, tmp_path: Path
+) -> None:
+    registry = ModelRegistry.embedded(tmp_path / "registry")
+    store = JobStore(queue.db)
+
+    def run(mode: str) -> RetrainJob:
+        store.enqueue("camera", "on demand", 3)
+        (done,) = work_once(
+            store, queue, ["camera"], _command(tmp_path, mode), worker="w", registry=registry,
+            margin=0.02,
+        )  # fmt: skip
+        return done
+
+    first = run("model-0.70")
+    assert first.state is JobState.SUCCEEDED, first.detail
+    assert first.model_version == "fleetal-camera:1"
+    assert "production (was none)" in first.detail
+    v1 = registry.get("camera", 1)
+    assert v1.tags["labels"] == "3"
+    assert v1.tags["parent_version"] == "none"
+    assert v1.tags["retrain_job"] == str(first.id)
+    assert len(v1.tags["labels_digest"]) == 64
+    level = run("model-0.69")  # within the margin
+    assert level.state is JobState.SUCCEEDED
+    worse = run("model-0.50")
+    assert worse.state is JobState.REJECTED
+    assert "worse than production 2's" in worse.detail
+    production = registry.alias("camera", "production")
+    assert production is not None
+    assert production.version == 2
+    assert registry.get("camera", 3).tags["parent_version"] == "2"
+
+
+def test_a_result_naming_a_missing_model_fails_the_attempt(
+    queue: LabelQueue, tmp_path: Path
+) -> None:
+    store = JobStore(queue.db)
+    store.enqueue("camera", "on demand", 3, max_attempts=1)
+    (done,) = work_once(store, queue, ["camera"], _command(tmp_path, "missing-model"), worker="w")
+    assert done.state is JobState.FAILED
+    assert "model_path 'nope.onnx' is not a file" in done.detail
