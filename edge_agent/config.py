@@ -172,6 +172,9 @@ class RolloutSection:
     rollback_error_rate: float = 0.2
     """Roll back when the new model's error rate in its window exceeds the previous model's
     by more than this fraction."""
+    public_key: Path | None = None
+    """The fleet's Ed25519 public key (PEM): updates without a valid signature from the
+    centre's key are refused (docs/loop.md); none: signatures are not checked."""
 
     def __post_init__(self) -> None:
         if self.rollback_window_frames < 1:

@@ -34,6 +34,7 @@ from edge_agent.sources import SourceOptions, SpoolDirSource, open_source
 from edge_agent.sources.base import FrameSource
 from edge_agent.spool import Spool, SpoolError
 from schemas.ops import OpsServer
+from schemas.signing import load_public_key
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,9 @@ def _start_rollout(cfg: AgentConfig, parts: Parts, stop: threading.Event) -> Non
         keep=[p for p in (cfg.models.camera, cfg.models.lidar) if p is not None],
         rollback_window=cfg.rollout.rollback_window_frames,
         rollback_error_rate=cfg.rollout.rollback_error_rate,
+        public_key=None
+        if cfg.rollout.public_key is None
+        else load_public_key(cfg.rollout.public_key),
     )
     start_listener(
         rollout,

@@ -4,7 +4,10 @@ Each vehicle reads the topic in a consumer group of its own (``edge-<vehicle_id>
 vehicle sees every update, and one that was offline catches up from its committed offset. For
 each update it:
 
-1. skips it when the agent is older than ``min_agent_version`` or the version already runs;
+1. skips it when the agent is older than ``min_agent_version``; with the fleet's public key
+   configured (``rollout.public_key``) refuses it unless its Ed25519 signature verifies
+   (``bad_signature``: unsigned, signed by another key, or changed after signing;
+   :mod:`schemas.signing`); skips it when the version already runs;
 2. writes the model (carried ``inline``; ``url`` downloads are not implemented yet and are
    refused with a clear reason) to ``<models_dir>/<name>-<version>.onnx`` atomically, checking
    the size and the sha256 before anything else sees the file;
@@ -46,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
@@ -56,15 +59,19 @@ from edge_agent.models.hotswap import ModelSlot, SwapReport
 from edge_agent.models.manifest import ManifestEntry, ManifestError, ModelRef
 from edge_agent.models.metadata import read_metadata
 from edge_agent.models.runner import ScoringModel
-from schemas.chunking import Reassembler, split_payload
+from schemas.chunking import Reassembler
 from schemas.errors import SchemaError
 from schemas.kafka_net import METADATA_MAX_AGE_MS, first_reachable
 from schemas.messages import ModelUpdate
-from schemas.wire import decode_model_update, encode
+from schemas.signing import SignatureError, verify_update
+from schemas.wire import decode_model_update
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "refused", "skipped", "store_failed"]
+Outcome = Literal["ok", "refused", "bad_signature", "skipped", "store_failed"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
@@ -106,8 +113,10 @@ class ModelRollout:
         keep: Iterable[Path] = (),
         rollback_window: int = ROLLBACK_WINDOW,
         rollback_error_rate: float = ROLLBACK_ERROR_RATE,
+        public_key: Ed25519PublicKey | None = None,
     ) -> None:
         self.slots = dict(slots)
+        self.public_key = public_key
         self.models_dir = models_dir
         self.metrics = metrics
         self.on_swap = on_swap
@@ -162,6 +171,11 @@ class ModelRollout:
                     f"{self.agent_version}: upgrade the agent to run it",
                 )
             )
+        if self.public_key is not None:
+            try:
+                verify_update(update, self.public_key)
+            except SignatureError as exc:
+                return self.count(RolloutResult("bad_signature", f"{exc}; the running model stays"))
         for running in self.slots.values():
             meta = running.current.metadata
             if meta.name == update.name and meta.version == update.version:
@@ -315,22 +329,6 @@ class ModelRollout:
 def _ref(model: ScoringModel) -> ModelRef:
     meta = model.metadata
     return ModelRef(Path(model.runner.path).resolve(), model.runner.sha256, meta.name, meta.version)
-
-
-def model_key(update: ModelUpdate) -> str:
-    return f"model/{update.name}/{update.version}"
-
-
-def publish_model(
-    producer: Any, topic: str, update: ModelUpdate, *, max_message_bytes: int = 900_000
-) -> int:
-    """Send ``update`` to the models topic in chunks (models exceed Kafka's 1 MB default);
-    returns the number of records. The caller flushes the producer."""
-    chunks = split_payload(model_key(update), encode(update), max_message_bytes)
-    key = model_key(update).encode()
-    for chunk in chunks:
-        producer.send(topic, value=chunk, key=key)
-    return len(chunks)
 
 
 def consume_updates(

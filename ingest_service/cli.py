@@ -27,6 +27,7 @@ from ingest_service.config import (
 )
 from ingest_service.errors import IngestError
 from schemas.config import ConfigError, config_help
+from schemas.errors import SchemaError
 from schemas.kafka_net import first_reachable
 
 log = logging.getLogger("ingest_service")
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--margin", type=float, default=None, help="default: registry.margin")
     rb = with_config("registry-rollback", "point production back at the previous version")
     rb.add_argument("--kind", choices=["camera", "lidar"], required=True)
+    pm = with_config("publish-model", "send a registered model, signed, to the fleet")
+    pm.add_argument("--kind", choices=["camera", "lidar"], required=True)
+    pm.add_argument("--version", type=int, default=None, help="default: production")
+    kg = sub.add_parser("rollout-keygen", help="write a new Ed25519 key pair for signed rollouts")
+    kg.add_argument("--private", type=Path, required=True, help="the centre's key (mode 0600)")
+    kg.add_argument("--public", type=Path, required=True, help="the key every vehicle gets")
     sub.add_parser("config-help", help="list every configuration key and its variable")
     return p
 
@@ -103,6 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("kafka").setLevel(quiet)
     if args.command == "config-help":
         print(config_help(IngestConfig))
+        return 0
+    if args.command == "rollout-keygen":
+        from schemas.signing import generate_keypair
+
+        try:
+            generate_keypair(args.private, args.public)
+        except OSError as exc:
+            print(f"ingest-service rollout-keygen: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.private} (keep it at the centre) and {args.public} (for the fleet)")
         return 0
     try:
         cfg = _load(args.config)
@@ -131,8 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _retrain_jobs(cfg, args.kind, args.limit)
         if args.command.startswith("registry-"):
             return _registry(cfg, args)
+        if args.command == "publish-model":
+            return _publish(cfg, args.kind, args.version)
         return _export(cfg, args.format, args.out, args.after_task_id, args.camera)
-    except (IngestError, ValueError, OSError) as exc:
+    except (IngestError, SchemaError, ValueError, OSError) as exc:
         print(f"ingest-service {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -328,6 +347,25 @@ def _registry(cfg: IngestConfig, args: argparse.Namespace) -> int:
         return 0 if decision.promoted else 1
     model = registry.rollback(args.kind)
     print(f"{model.name} {model.version} is production again")
+    return 0
+
+
+def _publish(cfg: IngestConfig, kind: str, version: int | None) -> int:
+    from ingest_service.rollout import build_update, publish
+
+    update = build_update(
+        cfg.registry.open(),
+        kind,
+        version,
+        signing_key=cfg.rollout.signing_key,
+        min_agent_version=cfg.rollout.min_agent_version,
+    )
+    records = publish(cfg, update)
+    signed = "signed" if update.signature is not None else "UNSIGNED (no rollout.signing_key)"
+    print(
+        f"published {update.name} {update.version} ({update.size_bytes} bytes, sha256 "
+        f"{update.sha256[:12]}, {signed}) to {cfg.rollout.topic} in {records} records"
+    )
     return 0
 
 

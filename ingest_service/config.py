@@ -385,6 +385,25 @@ class RegistrySection:
 
 
 @dataclass(frozen=True)
+class PublishSection:
+    topic: str = "fleet.models"
+    """The models topic every agent reads (the agent's rollout.topic)."""
+    signing_key: Path | None = None
+    """The centre's Ed25519 private key (PEM, `ingest-service rollout-keygen`): updates are
+    signed with it; agents with the public key refuse anything else."""
+    min_agent_version: str = "0.1.0"
+    """Agents older than this ignore the updates published."""
+    max_message_bytes: int = 900_000
+    """Chunk size on the topic (below the broker's message.max.bytes)."""
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            raise ValueError("topic: must not be empty")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes: must be >= 1024, got {self.max_message_bytes}")
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     kafka: KafkaSection = field(default_factory=KafkaSection)
     consumer: ConsumerSection = field(default_factory=ConsumerSection)
@@ -395,6 +414,7 @@ class IngestConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     retrain: RetrainSection = field(default_factory=RetrainSection)
     registry: RegistrySection = field(default_factory=RegistrySection)
+    rollout: PublishSection = field(default_factory=PublishSection)
 
 
 def load_ingest_config(

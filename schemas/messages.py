@@ -247,6 +247,8 @@ class ModelUpdate:
 
     ``sha256`` (hex) and ``size_bytes`` describe the ONNX file; the agent verifies both before it
     swaps the model in. Agents older than ``min_agent_version`` ignore the update.
+    ``signature`` (wire v1.1): Ed25519 over the update (:mod:`schemas.signing`); an agent
+    configured with the fleet's public key refuses updates without a valid one.
     """
 
     name: str
@@ -257,6 +259,7 @@ class ModelUpdate:
     created_ns: int
     url: str | None = None
     inline: bytes | None = None
+    signature: bytes | None = None
 
 
 # --- labels -----------------------------------------------------------------------------------

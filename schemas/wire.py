@@ -19,7 +19,7 @@ know are dropped). A major it does not know, or a minor newer than any it knows,
 >>> from schemas.messages import ModelUpdate
 >>> raw = encode(ModelUpdate("det", "1.2.0", "ab" * 32, 123, "0.1.0", 0, url="s3://m/det.onnx"))
 >>> raw[:6]
-b'FAL\\x02\\x01\\x00'
+b'FAL\\x02\\x01\\x01'
 >>> decode(raw).url
 's3://m/det.onnx'
 """
@@ -220,6 +220,15 @@ MODEL_UPDATE_V1_0: AvroSchema = {
     ],
 }
 
+MODEL_UPDATE_V1_1: AvroSchema = {
+    **MODEL_UPDATE_V1_0,
+    "fields": [
+        *MODEL_UPDATE_V1_0["fields"],
+        {"name": "signature", "type": ["null", "bytes"], "default": None},
+    ],
+}
+"""v1.1 adds the Ed25519 ``signature`` (schemas/signing.py); v1.0 readers drop it."""
+
 LABEL_MESSAGE_V1_0: AvroSchema = {
     "type": "record",
     "name": "LabelMessage",
@@ -371,7 +380,8 @@ class SchemaRegistry:
 
 DEFAULT_REGISTRY = SchemaRegistry()
 DEFAULT_REGISTRY.register("FrameEnvelope", (1, 0), FRAME_ENVELOPE_V1_0, current=True)
-DEFAULT_REGISTRY.register("ModelUpdate", (1, 0), MODEL_UPDATE_V1_0, current=True)
+DEFAULT_REGISTRY.register("ModelUpdate", (1, 0), MODEL_UPDATE_V1_0)
+DEFAULT_REGISTRY.register("ModelUpdate", (1, 1), MODEL_UPDATE_V1_1, current=True)
 DEFAULT_REGISTRY.register("LabelMessage", (1, 0), LABEL_MESSAGE_V1_0, current=True)
 
 
@@ -485,6 +495,7 @@ def _model_update_to_record(m: ModelUpdate) -> Record:
         "created_ns": m.created_ns,
         "url": m.url,
         "inline": m.inline,
+        "signature": m.signature,
     }
 
 
@@ -498,6 +509,7 @@ def _model_update_from_record(r: Record) -> ModelUpdate:
         created_ns=r["created_ns"],
         url=r["url"],
         inline=r["inline"],
+        signature=r.get("signature"),
     )
 
 

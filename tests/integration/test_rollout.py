@@ -4,11 +4,13 @@ in a manifest that the daemon loads after a restart; a full disk does not stop t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,9 +27,12 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.models import manifest
 from edge_agent.models.hotswap import ModelSlot
 from edge_agent.models.runner import RunnerConfig, load_model
-from edge_agent.rollout import ModelRollout, consume_updates, publish_model, start_listener
+from edge_agent.rollout import ModelRollout, consume_updates, start_listener
 from edge_agent.sources import KittiObjectSource, write_spool_frame
+from ingest_service.registry import ModelRegistry
 from schemas.messages import FrameEnvelope, ModelUpdate
+from schemas.models_topic import publish_model
+from schemas.signing import generate_keypair, load_private_key, load_public_key, sign_update
 from tests.support.agent_process import spawn_agent
 from tests.support.frames_topic import frames_on
 from tests.support.tiny_models import DATA, REPO, build_lidar, lidar_props
@@ -98,6 +103,28 @@ def test_update_rules_without_a_broker(tmp_path: Path) -> None:
     assert _count(registry, "refused") == 3
     assert _count(registry, "skipped") == 2
     ok = rollout.apply(_update(v2, "tiny-lidar-2"))
+    assert ok.outcome == "ok", ok.detail
+    assert slot.current.metadata.version == "tiny-lidar-2"
+
+
+def test_with_the_fleet_key_only_signed_updates_are_taken(tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "centre.pem", tmp_path / "fleet.pub.pem")
+    generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub.pem")
+    centre = load_private_key(tmp_path / "centre.pem")
+    rollout, slot, registry = _rollout(tmp_path)
+    rollout.public_key = load_public_key(tmp_path / "fleet.pub.pem")
+    v2 = _lidar_version(tmp_path, 2)
+    unsigned = rollout.apply(_update(v2, "tiny-lidar-2"))
+    assert unsigned.outcome == "bad_signature"
+    assert "not signed" in unsigned.detail
+    foreign = sign_update(_update(v2, "tiny-lidar-2"), load_private_key(tmp_path / "other.pem"))
+    assert "bad signature" in rollout.apply(foreign).detail
+    tampered = dataclasses.replace(sign_update(_update(v2, "tiny-lidar-2"), centre), version="x")
+    assert rollout.apply(tampered).outcome == "bad_signature"
+    assert slot.current.metadata.version == "tiny-lidar-1"  # the old model keeps running
+    assert _count(registry, "bad_signature") == 3
+    assert not list((tmp_path / "models").glob("*tiny-lidar-2*"))  # nothing stored
+    ok = rollout.apply(sign_update(_update(v2, "tiny-lidar-2"), centre))
     assert ok.outcome == "ok", ok.detail
     assert slot.current.metadata.version == "tiny-lidar-2"
 
@@ -391,3 +418,69 @@ def _first_frame(bootstrap: str, topic: str, timeout_s: float) -> FrameEnvelope:
         raise AssertionError(f"no frame arrived on {topic} within {timeout_s} s") from None
     finally:
         frames.close()
+
+
+@pytest.mark.integration
+def test_the_centre_publishes_a_registered_model_signed_and_the_agent_takes_only_that(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    """registry -> ``ingest-service publish-model`` -> the real broker -> the agent's listener."""
+    keygen = subprocess.run(
+        [sys.executable, "-m", "ingest_service.cli", "rollout-keygen",
+         "--private", str(tmp_path / "centre.pem"), "--public", str(tmp_path / "fleet.pub.pem")],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert keygen.returncode == 0, keygen.stderr
+    registry = ModelRegistry.embedded(tmp_path / "registry")
+    registry.register("lidar", _lidar_version(tmp_path, 2), metric=0.9)
+    assert registry.promote("lidar", 1).promoted
+    base = (
+        f'[kafka]\nbootstrap_servers = ["{kafka.bootstrap}"]\n'
+        f'[queue]\ndatabase = "{tmp_path / "q.db"}"\n'
+        f'[registry]\ndata_dir = "{tmp_path / "registry"}"\n'
+        f'[rollout]\ntopic = "{topic}"\nmax_message_bytes = 4096\n'
+    )
+    unsigned_cfg = tmp_path / "unsigned.toml"
+    unsigned_cfg.write_text(base)
+    signed_cfg = tmp_path / "signed.toml"
+    signed_cfg.write_text(base + f'signing_key = "{tmp_path / "centre.pem"}"\n')
+
+    def publish(config: Path) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "ingest_service.cli", "publish-model", "--kind", "lidar",
+             "--config", str(config)],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "UNSIGNED" in publish(unsigned_cfg)
+    out = publish(signed_cfg)
+    assert "published tiny-lidar tiny-lidar-2" in out
+    assert ", signed)" in out
+
+    rollout, slot, metrics = _rollout(tmp_path)
+    rollout.public_key = load_public_key(tmp_path / "fleet.pub.pem")
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap,
+        group_id="edge-veh-signed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=consume_updates, kwargs={"rollout": rollout, "consumer": consumer, "stop": stop}
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while slot.current.metadata.version != "tiny-lidar-2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(30)
+        consumer.close()
+    assert slot.current.metadata.version == "tiny-lidar-2"  # the signed one
+    assert _count(metrics, "bad_signature") == 1  # the unsigned one, refused first
+    assert _count(metrics, "ok") == 1

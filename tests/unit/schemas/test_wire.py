@@ -156,7 +156,7 @@ def test_header_layout() -> None:
     header = read_header(encode(_real_label()))
     assert (header.message_type, header.major, header.minor) == ("LabelMessage", 1, 0)
     assert encode(FRAME)[:HEADER_SIZE] == b"FAL\x01\x01\x00"
-    assert encode(_model_update(False))[:HEADER_SIZE] == b"FAL\x02\x01\x00"
+    assert encode(_model_update(False))[:HEADER_SIZE] == b"FAL\x02\x01\x01"  # v1.1: signature
     assert encode(_real_label())[:HEADER_SIZE] == b"FAL\x03\x01\x00"
 
 
@@ -484,3 +484,15 @@ def test_pose_heading_round_trip(heading: float) -> None:
     pose = EgoPose.from_heading(1.0, 2.0, 3.0, heading)
     assert pose.heading_rad == pytest.approx(heading, abs=1e-9)
     assert math.hypot(*pose.orientation_wxyz) == pytest.approx(1.0)
+
+
+def test_model_update_v1_1_carries_the_signature_and_v1_0_still_reads() -> None:
+    signed = dataclasses.replace(_model_update(False), signature=b"s" * 64)
+    assert decode(encode(signed)).signature == b"s" * 64
+    old = SchemaRegistry()
+    old.register("ModelUpdate", (1, 0), MODEL_UPDATE_V1_0, current=True)
+    from_old = encode(_model_update(False), registry=old)
+    assert from_old[:HEADER_SIZE] == b"FAL\x02\x01\x00"
+    got = decode(from_old)  # a v1.0 writer (an older centre) is read by this agent
+    assert isinstance(got, ModelUpdate)
+    assert got.signature is None
