@@ -395,6 +395,8 @@ class PublishSection:
     """Agents older than this ignore the updates published."""
     max_message_bytes: int = 900_000
     """Chunk size on the topic (below the broker's message.max.bytes)."""
+    auto_publish: bool = False
+    """Publish every model a retrain run makes production, as soon as it is promoted."""
 
     def __post_init__(self) -> None:
         if not self.topic:

@@ -222,6 +222,13 @@ class IngestMetrics:
             "Attempts to reach the brokers at start that failed (retried with backoff)",
             registry=registry,
         )
+        self.models_published = Counter(
+            "fleetal_ingest_models_published_total",
+            "Models a retrain run made production, sent to the fleet by rollout.auto_publish "
+            "(result ok or failed)",
+            ["kind", "result"],
+            registry=registry,
+        )
         self.labels_submitted = Counter(
             "fleetal_ingest_labels_submitted_total",
             "Labels submitted through the labeling API",

@@ -28,7 +28,7 @@ from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.metrics import IngestMetrics
 from ingest_service.queue import LabelQueue
 from ingest_service.registry import ModelRegistry
-from ingest_service.retrain import JobStore, RetrainScheduler
+from ingest_service.retrain import JobState, JobStore, RetrainJob, RetrainScheduler
 from ingest_service.retrain.worker import TrainerCommand, work_once
 from schemas.ops import OpsServer
 
@@ -145,7 +145,7 @@ class IngestService:
                 if registry is None:
                     registry = self.config.registry.open()
                 kinds = [p.kind for p in cfg.policies()]
-                work_once(
+                outcomes = work_once(
                     JobStore(queue.db),
                     queue,
                     kinds,
@@ -155,6 +155,9 @@ class IngestService:
                     registry=registry,
                     margin=self.config.registry.margin,
                 )
+                if self.config.rollout.auto_publish:
+                    for job in outcomes:
+                        self._publish_promoted(registry, job)
             except Exception as exc:
                 log.warning("retrain worker: %s", exc)
                 if queue is not None:
@@ -164,6 +167,44 @@ class IngestService:
                 break
         if queue is not None:
             queue.close()
+
+    def _publish_promoted(self, registry: ModelRegistry, job: RetrainJob) -> None:
+        """Send a model that a run just made production to the fleet (rollout.auto_publish)."""
+        from ingest_service.rollout import build_update, publish
+
+        if job.state is not JobState.SUCCEEDED or not job.model_version:
+            return
+        name, _, number = job.model_version.rpartition(":")
+        if name != registry.model_name(job.kind) or not number.isdigit():
+            return  # not registered by this worker
+        try:
+            update = build_update(
+                registry,
+                job.kind,
+                int(number),
+                signing_key=self.config.rollout.signing_key,
+                min_agent_version=self.config.rollout.min_agent_version,
+            )
+            publish(self.config, update)
+        except Exception as exc:
+            self.metrics.models_published.labels(job.kind, "failed").inc()
+            log.error(
+                "retrain job %d: %s is production but was not published (%s); run "
+                "`ingest-service publish-model --kind %s` once the cause is fixed",
+                job.id,
+                job.model_version,
+                exc,
+                job.kind,
+            )
+            return
+        self.metrics.models_published.labels(job.kind, "ok").inc()
+        log.info(
+            "retrain job %d: published %s %s to %s",
+            job.id,
+            update.name,
+            update.version,
+            self.config.rollout.topic,
+        )
 
     def _schedule(self, queue: LabelQueue, scheduler: RetrainScheduler) -> None:
         """Every ``retrain.tick_s``: take back timed-out jobs, queue the jobs that are due."""

@@ -9,20 +9,30 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import httpx
+from kafka import KafkaConsumer
 
+from deploy.kafka.broker import LocalKafka
+from edge_agent.models.hotswap import ModelSlot
+from edge_agent.models.runner import RunnerConfig, load_model
+from edge_agent.rollout import ModelRollout, consume_updates
 from ingest_service.api import ApiServer, create_app
 from ingest_service.blobstore import BlobRef, LocalBlobStore
 from ingest_service.config import load_ingest_config
 from ingest_service.queue import FrameRecord, LabelQueue, connect
+from ingest_service.registry import ModelRegistry
 from ingest_service.retrain import JobState, JobStore, RetrainPolicy
 from ingest_service.service import IngestService
+from schemas.signing import generate_keypair, load_public_key
+from tests.support.tiny_models import build_lidar, lidar_props
 
 ROOT = Path(__file__).resolve().parents[2]
+CPU = RunnerConfig(providers=("CPUExecutionProvider",))
 DEADLINE_S = 60.0
 
 
@@ -201,3 +211,80 @@ def test_the_service_runs_the_trainer_command_for_a_due_job(tmp_path: Path) -> N
         assert b'fleetal_ingest_retrain_last_labels_used{kind="lidar"} 3.0' in body
     finally:
         service.close()
+
+
+def test_the_centre_closes_the_loop_labels_to_a_signed_model_on_the_fleet_topic(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    """Labels in the queue -> a due job -> the trainer -> the registry (promoted) -> published,
+    signed, on the real broker -> an agent's rollout swaps to it."""
+    generate_keypair(tmp_path / "centre.pem", tmp_path / "fleet.pub.pem")
+    model = build_lidar(
+        tmp_path / "trained.onnx", props=lidar_props(version="tiny-lidar-7", name="tiny-lidar")
+    )
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(
+        "import json, shutil, sys\n"
+        "d = sys.argv[sys.argv.index('--job-dir') + 1]\n"
+        "spec = json.load(open(d + '/job.json'))\n"
+        f"shutil.copy({str(model)!r}, d + '/m.onnx')\n"
+        "json.dump({'status': 'succeeded', 'metric': 0.8, 'labels_used': spec['labels'],"
+        " 'model_path': 'm.onnx'}, open(spec['result_file'], 'w'))\n"
+    )
+    with LabelQueue.open(tmp_path / "queue.db") as queue:
+        _label(queue, 3)
+    data = _config(tmp_path)
+    data["kafka"] = {"bootstrap_servers": [kafka.bootstrap], "topic": f"{topic}-frames"}
+    data["retrain"] = {
+        "enabled": True,
+        "tick_s": 0.2,
+        "command": [sys.executable, str(trainer)],
+        "work_dir": str(tmp_path / "work"),
+        "camera": {"every_labels": 1000},
+        "lidar": {"every_labels": 3, "min_interval_s": 0.0},
+    }
+    data["registry"] = {"data_dir": str(tmp_path / "registry")}
+    data["rollout"] = {
+        "topic": topic,
+        "signing_key": str(tmp_path / "centre.pem"),
+        "auto_publish": True,
+        "max_message_bytes": 4096,
+    }
+    service = IngestService(load_ingest_config(data=data))
+    service.start()
+    v1 = build_lidar(tmp_path / "v1.onnx")
+    slot = ModelSlot(load_model(v1, config=CPU), config=CPU)
+    rollout = ModelRollout({"lidar": slot}, tmp_path / "models", keep=[v1])
+    rollout.public_key = load_public_key(tmp_path / "fleet.pub.pem")
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap,
+        group_id="edge-veh-loop",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=consume_updates, kwargs={"rollout": rollout, "consumer": consumer, "stop": stop}
+    )
+    runner.start()
+    try:
+        _wait(
+            "the agent running the retrained model",
+            lambda: slot.current.metadata.version == "tiny-lidar-7",
+            timeout_s=120,
+        )
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{service.ops_port}/metrics", timeout=30
+        ).read()
+        assert b'fleetal_ingest_models_published_total{kind="lidar",result="ok"} 1.0' in body
+    finally:
+        stop.set()
+        runner.join(30)
+        consumer.close()
+        service.close()
+    registry = ModelRegistry.embedded(tmp_path / "registry")
+    production = registry.alias("lidar", "production")
+    assert production is not None
+    assert production.version == 1
+    assert production.tags["labels"] == "3"
