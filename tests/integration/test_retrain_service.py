@@ -9,18 +9,16 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import httpx
-from kafka import KafkaConsumer
 
 from deploy.kafka.broker import LocalKafka
 from edge_agent.models.hotswap import ModelSlot
 from edge_agent.models.runner import RunnerConfig, load_model
-from edge_agent.rollout import ModelRollout, consume_updates
+from edge_agent.rollout import ModelRollout
 from ingest_service.api import ApiServer, create_app
 from ingest_service.blobstore import BlobRef, LocalBlobStore
 from ingest_service.config import load_ingest_config
@@ -29,6 +27,7 @@ from ingest_service.registry import ModelRegistry
 from ingest_service.retrain import JobState, JobStore, RetrainPolicy
 from ingest_service.service import IngestService
 from schemas.signing import generate_keypair, load_public_key
+from tests.support.rollout_listener import listening
 from tests.support.tiny_models import build_lidar, lidar_props
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,32 +255,18 @@ def test_the_centre_closes_the_loop_labels_to_a_signed_model_on_the_fleet_topic(
     slot = ModelSlot(load_model(v1, config=CPU), config=CPU)
     rollout = ModelRollout({"lidar": slot}, tmp_path / "models", keep=[v1])
     rollout.public_key = load_public_key(tmp_path / "fleet.pub.pem")
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka.bootstrap,
-        group_id="edge-veh-loop",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    stop = threading.Event()
-    runner = threading.Thread(
-        target=consume_updates, kwargs={"rollout": rollout, "consumer": consumer, "stop": stop}
-    )
-    runner.start()
     try:
-        _wait(
-            "the agent running the retrained model",
-            lambda: slot.current.metadata.version == "tiny-lidar-7",
-            timeout_s=120,
-        )
+        with listening(rollout, kafka.bootstrap, topic, "edge-veh-loop"):
+            _wait(
+                "the agent running the retrained model",
+                lambda: slot.current.metadata.version == "tiny-lidar-7",
+                timeout_s=120,
+            )
         body = urllib.request.urlopen(
             f"http://127.0.0.1:{service.ops_port}/metrics", timeout=30
         ).read()
         assert b'fleetal_ingest_models_published_total{kind="lidar",result="ok"} 1.0' in body
     finally:
-        stop.set()
-        runner.join(30)
-        consumer.close()
         service.close()
     registry = ModelRegistry.embedded(tmp_path / "registry")
     production = registry.alias("lidar", "production")

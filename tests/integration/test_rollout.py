@@ -35,6 +35,7 @@ from schemas.models_topic import publish_model
 from schemas.signing import generate_keypair, load_private_key, load_public_key, sign_update
 from tests.support.agent_process import spawn_agent
 from tests.support.frames_topic import frames_on
+from tests.support.rollout_listener import listening
 from tests.support.tiny_models import DATA, REPO, build_lidar, lidar_props
 
 CPU = RunnerConfig(providers=("CPUExecutionProvider",))
@@ -302,7 +303,8 @@ def test_a_full_disk_while_storing_keeps_the_listener_and_the_old_model(
         assert thread.is_alive()  # and the listener listens on
         assert not (models / "tiny-lidar-tiny-lidar-2.onnx").exists()
         # space came back: the uncommitted update is read again and applied
-        while time.monotonic() < deadline and slot.current.metadata.version != "tiny-lidar-2":
+        # the listener swaps, then counts: wait for the count, not only the swap
+        while time.monotonic() < deadline and _count(registry, "ok") == 0:
             time.sleep(0.1)
         assert slot.current.metadata.version == "tiny-lidar-2"
         assert _count(registry, "ok") == 1
@@ -461,26 +463,10 @@ def test_the_centre_publishes_a_registered_model_signed_and_the_agent_takes_only
 
     rollout, slot, metrics = _rollout(tmp_path)
     rollout.public_key = load_public_key(tmp_path / "fleet.pub.pem")
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka.bootstrap,
-        group_id="edge-veh-signed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    stop = threading.Event()
-    runner = threading.Thread(
-        target=consume_updates, kwargs={"rollout": rollout, "consumer": consumer, "stop": stop}
-    )
-    runner.start()
-    try:
+    with listening(rollout, kafka.bootstrap, topic, "edge-veh-signed"):
         deadline = time.monotonic() + 60
         while slot.current.metadata.version != "tiny-lidar-2" and time.monotonic() < deadline:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        runner.join(30)
-        consumer.close()
     assert slot.current.metadata.version == "tiny-lidar-2"  # the signed one
     assert _count(metrics, "bad_signature") == 1  # the unsigned one, refused first
     assert _count(metrics, "ok") == 1
