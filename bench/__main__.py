@@ -18,6 +18,7 @@ BENCHMARKS = (
     "kafka_transport",
     "ingest",
     "evaluation",
+    "retrain",
 )
 
 

@@ -14,17 +14,17 @@ import torch
 
 from edge_agent.models import RunnerConfig, load_model, read_metadata
 from ingest_service.blobstore import LocalBlobStore
-from ingest_service.queue import FrameRecord, LabelQueue
+from ingest_service.queue import LabelQueue
 from ingest_service.retrain import JobState, JobStore
 from ingest_service.retrain.worker import TrainerCommand, work_once
 from ingest_service.training.finetune import main as finetune
 from ingest_service.training.reference.data import (
     CAMERA_CLASSES,
     CAMERA_HOLDOUT,
-    camera_image_files,
     load_camera_images,
 )
 from ingest_service.training.reference.train import build_reference_models
+from tests.support.queue_labels import label_bundled_images
 
 pytestmark = pytest.mark.integration
 
@@ -45,34 +45,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _queue_labels(queue: LabelQueue, blobs: LocalBlobStore, names: list[str]) -> None:
-    """Each named bundled image as a selected frame, labeled with its own boxes."""
-    files = camera_image_files(DATA)
-    images = {i.name: i for i in load_camera_images(DATA)}
-    for seq, name in enumerate(names):
-        ref = blobs.put(files[name].read_bytes())
-        queue.ingest_frame(
-            FrameRecord("veh", "d1", seq, seq, 0.9, "margin", {"camera": "ref"}),
-            {"CAM_FRONT": ref},
-        )
-        task = queue.claim("alice", 60.0)
-        assert task is not None
-        item = images[name]
-        boxes = [
-            {"camera": "CAM_FRONT", "class_name": CAMERA_CLASSES[k] if k >= 0 else "DontCare",
-             "x1": float(b[0]), "y1": float(b[1]), "x2": float(b[2]), "y2": float(b[3])}
-            for b, k in zip(item.boxes.tolist(), item.labels.tolist(), strict=True)
-        ]  # fmt: skip
-        queue.submit_label(task.id, "alice", {"boxes_2d": boxes, "boxes_3d": []})
-
-
 def test_the_worker_fine_tunes_the_camera_model_on_queue_labels(
     models: Path, tmp_path: Path
 ) -> None:
     blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
     train_names = ["nuscenes/CAM_FRONT", "kitti/000000", CAMERA_HOLDOUT[1]]
     with LabelQueue.open(tmp_path / "queue.db") as queue:
-        _queue_labels(queue, blobs, train_names)
+        label_bundled_images(queue, blobs, train_names)
         store = JobStore(queue.db)
         job, _ = store.enqueue("camera", "on demand", 3, timeout_s=600)
         command = TrainerCommand(
