@@ -85,6 +85,18 @@ class Novelty(NamedTuple):
 EMPTY_NOVELTY = Novelty(1.0, 1.0, 1.0, 1.0)
 
 
+def unit_embedding(embedding: ArrayLike, dim: int) -> NDArray[np.float32]:
+    """``embedding`` checked (shape ``(dim,)``, finite, non-zero) and scaled to unit norm."""
+    e = np.asarray(embedding, dtype=np.float32)
+    if e.shape != (dim,):
+        raise InvalidScoresError(f"embedding must have shape ({dim},), got {e.shape}")
+    norm = math.sqrt(float(e.dot(e)))  # the method: less call overhead than np.dot
+    if not (math.isfinite(norm) and norm > 0.0):
+        raise InvalidScoresError("embedding must be finite and non-zero")
+    out: NDArray[np.float32] = e / np.float32(norm)
+    return out
+
+
 def _err(name: str, message: str) -> InvalidConfigError:
     return InvalidConfigError(f"{name}: {message}")
 
@@ -185,14 +197,7 @@ class DiversityMemory:
     check_position = _position  # public: what a frame's position must be
 
     def _embedding(self, embedding: ArrayLike) -> NDArray[np.float32]:
-        e = np.asarray(embedding, dtype=np.float32)
-        if e.shape != (self.dim,):
-            raise InvalidScoresError(f"embedding must have shape ({self.dim},), got {e.shape}")
-        norm = math.sqrt(float(e.dot(e)))  # the method: less call overhead than np.dot
-        if not (math.isfinite(norm) and norm > 0.0):
-            raise InvalidScoresError("embedding must be finite and non-zero")
-        out: NDArray[np.float32] = e / np.float32(norm)
-        return out
+        return unit_embedding(embedding, self.dim)
 
     # -- query -------------------------------------------------------------------------------
     def novelty(

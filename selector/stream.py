@@ -61,7 +61,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from selector.budget import BudgetConfig, BudgetController, check_frame
 from selector.decision import Decision, Reason, make_decision
-from selector.diversity import EMPTY_NOVELTY, DiversityMemory, Eviction, Novelty
+from selector.diversity import (
+    EMPTY_NOVELTY,
+    DiversityMemory,
+    Eviction,
+    Novelty,
+    unit_embedding,
+)
 from selector.errors import InvalidConfigError, InvalidScoresError, StateError
 from selector.fusion import (
     COMBINE_RULES,
@@ -377,12 +383,7 @@ class StreamSelector:
             if not math.isfinite(t):
                 raise InvalidScoresError(f"timestamp_s must be finite, got {t!r}")
             DiversityMemory.check_position(position)
-            e = np.asarray(embedding, dtype=np.float64)
-            if e.shape != (layout.dim,) or not (np.all(np.isfinite(e)) and np.any(e)):
-                raise InvalidScoresError(
-                    f"embedding must be finite, non-zero, of shape ({layout.dim},); got shape "
-                    f"{e.shape}"
-                )
+            unit_embedding(embedding, layout.dim)
             return EMPTY_NOVELTY
         return memory.novelty(t, position, embedding, cap=cap)
 
@@ -395,9 +396,7 @@ class StreamSelector:
         diverse = self._diversity is not None
         nov: Novelty | None = None
         score = u
-        t = frame.timestamp_s
-        if t is None:
-            t = budget.frames_seen * NOMINAL_FRAME_PERIOD_S
+        t = frame_time(frame, budget.frames_seen)
         if diverse:
             if self._novelty_always:
                 nov = self._novelty(frame, t)
