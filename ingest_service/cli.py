@@ -313,17 +313,13 @@ def _retrain_request(cfg: IngestConfig, kind: str, reason: str) -> int:
 
 
 def _retrain_jobs(cfg: IngestConfig, kind: str | None, limit: int) -> int:
-    import dataclasses
-
     from ingest_service.consumer import queue_opener
     from ingest_service.retrain import JobStore
 
     with queue_opener(cfg)() as queue:
         jobs = JobStore(queue.db).jobs(kind, limit=limit)
     for job in jobs:
-        row = dataclasses.asdict(job)
-        row["state"] = job.state.value
-        print(json.dumps(row, sort_keys=True))
+        print(json.dumps(job.to_json(), sort_keys=True))
     return 0
 
 

@@ -73,6 +73,7 @@ class IngestService:
         self._retrain_thread: threading.Thread | None = None
         self._worker_thread: threading.Thread | None = None
         self._retrain_metrics_queue: LabelQueue | None = None
+        self._retrain_metrics_jobs: JobStore | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -232,11 +233,13 @@ class IngestService:
         try:
             if self._retrain_metrics_queue is None:
                 self._retrain_metrics_queue = self.queue_factory()
-            return JobStore(self._retrain_metrics_queue.db)
+                self._retrain_metrics_jobs = JobStore(self._retrain_metrics_queue.db)
+            return self._retrain_metrics_jobs
         except Exception:
             if self._retrain_metrics_queue is not None:
                 self._retrain_metrics_queue.close()
             self._retrain_metrics_queue = None
+            self._retrain_metrics_jobs = None
             return None
 
     def _start_api(self) -> None:

@@ -25,9 +25,10 @@ production on the holdout); ``failed`` is a training that did not complete.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,14 @@ _COLUMNS = (
     "id, kind, state, trigger, labels_at, attempts, max_attempts, timeout_ns, worker,"
     " deadline_ns, created_ns, started_ns, finished_ns, labels_used, metric, model_version,"
     " detail"
+)
+
+
+# Back to the queue while attempts remain, else failed for good (the first ? is "now").
+_RETRY_OR_FAIL = (
+    "state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
+    " finished_ns = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,"
+    " worker = NULL, deadline_ns = NULL"
 )
 
 
@@ -87,6 +96,10 @@ class RetrainJob:
     metric: float | None
     model_version: str | None
     detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as JSON-able data (the state as its name)."""
+        return {**dataclasses.asdict(self), "state": self.state.value}
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RetrainJob:
@@ -223,10 +236,7 @@ class JobStore:
         failed for good; :class:`JobLost` if ``worker`` does not hold the job."""
         now = self._now(now_ns)
         res = self.db.execute_atomic(
-            "UPDATE retrain_jobs SET"
-            " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
-            " finished_ns = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,"
-            " worker = NULL, deadline_ns = NULL, detail = ?"
+            f"UPDATE retrain_jobs SET {_RETRY_OR_FAIL}, detail = ?"
             " WHERE id = ? AND state = 'running' AND worker = ?",
             (now, detail, job_id, worker),
         )
@@ -249,14 +259,10 @@ class JobStore:
             rows = self.db.execute(f"SELECT id FROM retrain_jobs WHERE {cond}", params).rows
             ids = [int(r[0]) for r in rows]
             for job_id in ids:
-                attempts = self._attempts(job_id)
                 self.db.execute(
-                    "UPDATE retrain_jobs SET"
-                    " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
-                    " finished_ns = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,"
-                    " worker = NULL, deadline_ns = NULL, detail = ?"
-                    " WHERE id = ?",
-                    (now, f"attempt {attempts} {why}", job_id),
+                    f"UPDATE retrain_jobs SET {_RETRY_OR_FAIL},"
+                    " detail = 'attempt ' || CAST(attempts AS TEXT) || ' ' || ? WHERE id = ?",
+                    (now, why, job_id),
                 )
         return [self.get(i) for i in ids]
 
@@ -274,14 +280,16 @@ class JobStore:
         sql = f"SELECT {_COLUMNS} FROM retrain_jobs {where} ORDER BY id DESC LIMIT ?"
         return [RetrainJob.from_row(r) for r in self.db.execute(sql, params).rows]
 
-    def last_finished(self, kind: str, state: JobState | None = None) -> RetrainJob | None:
-        """The most recent job of ``kind`` in a final state (or in ``state``)."""
-        states = [s.value for s in FINAL_STATES] if state is None else [state.value]
-        marks = ", ".join("?" for _ in states)
+    def last_finished(
+        self, kind: str, states: Sequence[JobState] = FINAL_STATES
+    ) -> RetrainJob | None:
+        """The most recent job of ``kind`` in one of ``states`` (default: any final state)."""
+        values = [s.value for s in states]
+        marks = ", ".join("?" for _ in values)
         row = self.db.execute(
             f"SELECT {_COLUMNS} FROM retrain_jobs WHERE kind = ? AND state IN ({marks})"
             " ORDER BY id DESC LIMIT 1",
-            (kind, *states),
+            (kind, *values),
         ).one()
         return None if row is None else RetrainJob.from_row(row)
 
@@ -317,7 +325,3 @@ class JobStore:
             (kind,),
         ).one()
         return None if row is None else RetrainJob.from_row(row)
-
-    def _attempts(self, job_id: int) -> int:
-        row = self.db.execute("SELECT attempts FROM retrain_jobs WHERE id = ?", (job_id,)).one()
-        return 0 if row is None else int(row[0])

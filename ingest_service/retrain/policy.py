@@ -86,15 +86,7 @@ class RetrainScheduler:
         active = self.store.active(kind)
         if active is not None:
             return active
-        done = [
-            j
-            for j in (
-                self.store.last_finished(kind, JobState.SUCCEEDED),
-                self.store.last_finished(kind, JobState.REJECTED),
-            )
-            if j is not None
-        ]
-        return max(done, key=lambda j: j.id) if done else None
+        return self.store.last_finished(kind, (JobState.SUCCEEDED, JobState.REJECTED))
 
     def tick(self, *, now_ns: int | None = None) -> list[RetrainJob]:
         """Queue every job that is due; return the jobs queued by this call."""

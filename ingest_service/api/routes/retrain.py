@@ -2,7 +2,6 @@
 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures at run time.
 
-import dataclasses
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -20,9 +19,7 @@ Kind = Literal["camera", "lidar"]
 
 
 def _out(job: RetrainJob) -> RetrainJobOut:
-    data = dataclasses.asdict(job)
-    data["state"] = job.state.value
-    return RetrainJobOut.model_validate(data)
+    return RetrainJobOut.model_validate(job.to_json())
 
 
 @router.post(
