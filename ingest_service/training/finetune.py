@@ -26,6 +26,7 @@ kind other than camera, a missing input; the message names it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -174,7 +175,7 @@ def finetune_camera(
     }
     meta = _camera_metadata(settings, quick, data_root, extra)
     version = f"{meta.version}-ft{spec['job_id']}"
-    meta = _with_version(meta, version)
+    meta = dataclasses.replace(meta, version=version)
     digest, diff = export_camera(net, meta, job_dir / "camera.onnx", held[0].image)
     save_camera_checkpoint(net, job_dir / "camera.pt", settings, quick)
     better = after["accuracy"] >= before["accuracy"] - margin
@@ -193,12 +194,6 @@ def finetune_camera(
     }
     Path(spec["result_file"]).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
-
-
-def _with_version(meta: Any, version: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(meta, version=version)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
