@@ -10,7 +10,8 @@ entry point, a Slurm script. The worker
      ``labels_file``, ``blobs`` (the blob store: ``backend`` and, for ``local``, ``root``),
      ``result_file``;
    * ``labels.jsonl``: every labeled task, one JSON object per line (``task_id``,
-     ``frame_key``, ``labeler``, ``labeled_ns``, ``blob_refs`` ``{sensor: {sha256, size}}``,
+     ``frame_key``, ``labeler``, ``labeled_ns``, ``blob_refs`` ``{key: {sha256, size}}``
+     (keys ``camera/<NAME>``, ``lidar``, ``envelope``: ``BlobRefs.from_json`` reads them),
      ``label``: the payload as the labeling API stored it);
 
 3. runs ``COMMAND... --job-dir DIR`` (its own process group, killed with the service, and

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ingest_service.blobstore import BlobRef, LocalBlobStore
+from ingest_service.blobrefs import BlobRefs
+from ingest_service.blobstore import LocalBlobStore
 from ingest_service.errors import BlobStoreError
 from ingest_service.training.reference.data import (
     _KITTI_CAMERA,
@@ -108,15 +109,25 @@ def queue_images(
                 (coords, class_index(box["class_name"]))
             )
         task_used = False
+        try:
+            cameras = BlobRefs.from_json(row["blob_refs"]).cameras
+        except (KeyError, ValueError) as exc:
+            raise JobError(f"{labels_file} line {line_no}: blob_refs: {exc}") from exc
         for camera, items in boxes.items():
-            ref = row["blob_refs"].get(camera)
-            if ref is None:
-                log.warning("%s line %d: no blob for camera %s", labels_file, line_no, camera)
+            blob = cameras.get(camera)
+            if blob is None:
+                log.warning(
+                    "%s line %d: no image of camera %r among %s",
+                    labels_file,
+                    line_no,
+                    camera,
+                    sorted(cameras),
+                )
                 continue
-            if ref["sha256"] in holdout_sha256:
+            if blob.ref.sha256 in holdout_sha256:
                 skipped += 1  # the holdout is never trained on
                 continue
-            data = store.get(BlobRef(str(ref["sha256"]), int(ref["size"])))
+            data = store.get(blob.ref)
             rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
             images.append(
                 LabelledImage(

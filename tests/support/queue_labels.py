@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ingest_service.blobrefs import CAMERA_PREFIX
 from ingest_service.blobstore import LocalBlobStore
 from ingest_service.queue import FrameRecord, LabelQueue
 from ingest_service.training.reference.data import (
@@ -23,7 +24,7 @@ def label_bundled_images(queue: LabelQueue, blobs: LocalBlobStore, names: list[s
         ref = blobs.put(files[name].read_bytes())
         queue.ingest_frame(
             FrameRecord("veh", "d1", seq, seq, 0.9, "margin", {"camera": "ref"}),
-            {"CAM_FRONT": ref},
+            {f"{CAMERA_PREFIX}CAM_FRONT": ref},  # the consumer's layout (BlobRefs.queue_refs)
         )
         task = queue.claim("alice", 60.0)
         if task is None:
