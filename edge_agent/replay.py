@@ -100,12 +100,15 @@ def replay(
     strategy: str = "stream",
     progress: bool = False,
     kafka_timeout_s: float | None = None,
+    manifest_path: Path | None = None,
 ) -> ReplayResult:
     """Replay ``drive``; returns the summary and per-frame rows, writes the report if asked.
 
     With ``kafka``: raises :class:`~edge_agent.uplink.UplinkTimeoutError` (after writing the
     report) when the broker acknowledged nothing for ``kafka_timeout_s`` (default
     ``kafka.stall_timeout_s``); the unsent frames stay in the spool file the error names.
+    With ``manifest_path``, the models a rollout left in that active-model manifest run
+    instead of the configured ones (as in the daemon; see :func:`~edge_agent.agent.load_slots`).
     ``ReportDirError`` before anything is read if ``report_dir`` cannot be written.
     """
     if report_dir is not None:
@@ -124,7 +127,13 @@ def replay(
             topic=topic or cfg.kafka.topic,
         )
     timeout_s = cfg.kafka.stall_timeout_s if kafka_timeout_s is None else kafka_timeout_s
-    parts = build_pipeline(cfg, registry=CollectorRegistry(), spool=spool, strategy=strategy)
+    parts = build_pipeline(
+        cfg,
+        registry=CollectorRegistry(),
+        spool=spool,
+        strategy=strategy,
+        manifest_path=manifest_path,
+    )
     if spool is not None:
         sink = KafkaSink(sink_cfg, spool, observer=MetricsObserver(parts.metrics))
         sink.start()

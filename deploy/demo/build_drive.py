@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +43,53 @@ TRUNCATED_SWEEP = 77
 DONE = ".complete"
 
 
+def scene_sources() -> list[tuple[str, Path]]:
+    """The camera scenes in drive order, each with the name of its labelled image (the names
+    of ``ingest_service.training.reference.data``; the comma2k19 preview has no labels)."""
+    kitti = sorted((DATA / "kitti_object" / "training" / "image_2").glob("*.png"))
+    out = [(f"kitti/{p.stem}", p) for p in kitti]
+    out += [
+        ("nuscenes/CAM_FRONT", p)
+        for p in sorted((DATA / "nuscenes_sample").glob("*__CAM_FRONT__*.jpg"))
+    ]
+    out.append(("comma2k19/preview", DATA / "comma2k19_segment" / "preview.png"))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FrameView:
+    """Where frame ``i`` of the drive comes from: source pixel (x, y) is drive pixel
+    (x * sx - x0, y * sy - top) in a KITTI-sized image."""
+
+    scene: str
+    sx: float
+    sy: float
+    x0: int
+    top: int
+
+
+def _band(w: int, h: int) -> tuple[int, int, int]:
+    """Source size -> the scaled band's size and its first row: a little wider than KITTI's
+    image, so the crop can slide as the vehicle moves."""
+    scale = (IMAGE_SIZE[0] + 8 * SCENE_FRAMES) / w
+    bw, bh = int(w * scale), int(h * scale)
+    return bw, bh, max(0, (bh - IMAGE_SIZE[1]) // 2)
+
+
+def frame_view(i: int, sources: list[tuple[str, tuple[int, int]]]) -> FrameView:
+    """The view of frame ``i``, given the (name, (width, height)) of each scene source."""
+    name, (w, h) = sources[(i // SCENE_FRAMES) % len(sources)]
+    bw, bh, top = _band(w, h)
+    return FrameView(name, bw / w, bh / h, 8 * (i % SCENE_FRAMES), top)
+
+
 def _scenes() -> list[NDArray[np.uint8]]:
-    paths = sorted((DATA / "kitti_object" / "training" / "image_2").glob("*.png"))
-    paths += sorted((DATA / "nuscenes_sample").glob("*__CAM_FRONT__*.jpg"))
-    paths.append(DATA / "comma2k19_segment" / "preview.png")
     images = []
-    for path in paths:
+    for _, path in scene_sources():
         with Image.open(path) as im:
             rgb = im.convert("RGB")
-            # scale to a little wider than KITTI's band, so the crop can slide
-            w, h = rgb.size
-            scale = (IMAGE_SIZE[0] + 8 * SCENE_FRAMES) / w
-            band = rgb.resize((int(w * scale), int(h * scale)), Image.Resampling.BILINEAR)
-            top = max(0, (band.size[1] - IMAGE_SIZE[1]) // 2)
+            bw, bh, top = _band(*rgb.size)
+            band = rgb.resize((bw, bh), Image.Resampling.BILINEAR)
             images.append(np.asarray(band)[top : top + IMAGE_SIZE[1]])
     return images
 
@@ -124,7 +159,7 @@ def build(out: Path, frames: int | None = None) -> Path:
         scene = i // SCENE_FRAMES
         step = i % SCENE_FRAMES
         img = images[scene % len(images)]
-        x0 = 8 * step
+        x0 = 8 * step  # FrameView.x0
         frame = img[:, x0 : x0 + IMAGE_SIZE[0]]
         if i == BLACK_FRAME:
             frame = np.zeros_like(frame)

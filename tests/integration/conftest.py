@@ -8,8 +8,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import torch
 
 from deploy.postgres.pg_local import LocalPostgres, PostgresNotInstalledError, find_bindir
+from ingest_service.training.reference.train import build_reference_models
+
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +47,17 @@ def queue_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield psycopg.conninfo.make_conninfo(server_dsn, options=f"-c search_path={schema}")
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def quick_camera_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference camera model built quick (camera.onnx and the camera.pt a fine-tune
+    starts from), once per session; tests copy it rather than write into it."""
+    out = tmp_path_factory.mktemp("models")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_reference_models(out, DATA, quick=True, kinds=("camera",))
+    finally:
+        torch.set_num_threads(threads)
+    return out

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from edge_agent.models import RunnerConfig, load_model, read_metadata
 from ingest_service.blobstore import LocalBlobStore
@@ -23,7 +22,6 @@ from ingest_service.training.reference.data import (
     CAMERA_HOLDOUT,
     load_camera_images,
 )
-from ingest_service.training.reference.train import build_reference_models
 from tests.support.queue_labels import label_bundled_images
 
 pytestmark = pytest.mark.integration
@@ -32,17 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        build_reference_models(out, DATA, quick=True, kinds=("camera",))
-    finally:
-        torch.set_num_threads(threads)
-    assert (out / "camera.pt").exists()  # the weights a fine-tune starts from
-    return out
+@pytest.fixture
+def models(quick_camera_models: Path) -> Path:
+    assert (quick_camera_models / "camera.pt").exists()  # the weights a fine-tune starts from
+    return quick_camera_models
 
 
 def test_the_worker_fine_tunes_the_camera_model_on_queue_labels(
