@@ -159,6 +159,7 @@ def _start_rollout(cfg: AgentConfig, parts: Parts, stop: threading.Event) -> Non
         public_key=None
         if cfg.rollout.public_key is None
         else load_public_key(cfg.rollout.public_key),
+        vehicle_id=cfg.agent.vehicle_id,
     )
     start_listener(
         rollout,

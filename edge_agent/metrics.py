@@ -198,7 +198,8 @@ class AgentMetrics:
         )
         self.model_swaps = Counter(
             "fleetal_edge_model_swaps_total",
-            "Model updates and swaps, by result: ok, refused, skipped, store_failed (not "
+            "Model updates and swaps, by result: ok, refused, bad_signature, not_in_stage (for "
+            "a stage of a staged rollout without this vehicle), skipped, store_failed (not "
             "written, e.g. disk full; retried), rolled_back (automatic, error rate rose after a "
             "swap), listener_error (the update listener failed and restarts)",
             ["result"],

@@ -7,7 +7,9 @@ each update it:
 1. skips it when the agent is older than ``min_agent_version``; with the fleet's public key
    configured (``rollout.public_key``) refuses it unless its Ed25519 signature verifies
    (``bad_signature``: unsigned, signed by another key, or changed after signing;
-   :mod:`schemas.signing`); skips it when the version already runs;
+   :mod:`schemas.signing`); skips an update for a stage of a staged rollout that does not
+   include this vehicle (``not_in_stage``: the canaries get it first; the widened update that
+   follows reaches the rest); skips it when the version already runs;
 2. writes the model (carried ``inline``; ``url`` downloads are not implemented yet and are
    refused with a clear reason) to ``<models_dir>/<name>-<version>.onnx`` atomically, checking
    the size and the sha256 before anything else sees the file;
@@ -20,8 +22,8 @@ each update it:
 5. prunes ``models_dir``: only the current and the previous model of each slot (and files the
    config names) stay; refused and superseded files are deleted;
 6. counts the outcome in ``fleetal_edge_model_swaps_total{result}`` (``ok``, ``refused``,
-   ``skipped``, ``store_failed``, ``rolled_back``) and commits the offset, so a refused
-   update is not retried forever.
+   ``bad_signature``, ``not_in_stage``, ``skipped``, ``store_failed``, ``rolled_back``) and
+   commits the offset, so a refused update is not retried forever.
 
 A model that cannot be stored (disk full: ``OSError`` while writing) is ``store_failed``: the
 running model stays, the offset is not committed, and the listener reconnects after
@@ -62,7 +64,7 @@ from edge_agent.models.runner import ScoringModel
 from schemas.chunking import Reassembler
 from schemas.errors import SchemaError
 from schemas.kafka_net import METADATA_MAX_AGE_MS, first_reachable
-from schemas.messages import ModelUpdate
+from schemas.messages import ModelUpdate, in_stage
 from schemas.signing import SignatureError, verify_update
 from schemas.wire import decode_model_update
 
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "refused", "bad_signature", "skipped", "store_failed"]
+Outcome = Literal["ok", "refused", "bad_signature", "not_in_stage", "skipped", "store_failed"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
@@ -114,8 +116,10 @@ class ModelRollout:
         rollback_window: int = ROLLBACK_WINDOW,
         rollback_error_rate: float = ROLLBACK_ERROR_RATE,
         public_key: Ed25519PublicKey | None = None,
+        vehicle_id: str | None = None,
     ) -> None:
         self.slots = dict(slots)
+        self.vehicle_id = vehicle_id
         self.public_key = public_key
         self.models_dir = models_dir
         self.metrics = metrics
@@ -176,6 +180,14 @@ class ModelRollout:
                 verify_update(update, self.public_key)
             except SignatureError as exc:
                 return self.count(RolloutResult("bad_signature", f"{exc}; the running model stays"))
+        if self.vehicle_id is not None and not in_stage(update, self.vehicle_id):
+            return self.count(
+                RolloutResult(
+                    "not_in_stage",
+                    f"{what} is for a stage of the rollout without {self.vehicle_id} "
+                    f"({_stage(update)}); the running model stays until the rollout widens",
+                )
+            )
         for running in self.slots.values():
             meta = running.current.metadata
             if meta.name == update.name and meta.version == update.version:
@@ -324,6 +336,11 @@ class ModelRollout:
             if removed:
                 log.info("pruned %s", ", ".join(p.name for p in removed))
             return removed
+
+
+def _stage(update: ModelUpdate) -> str:
+    named = ", ".join(update.target_vehicles) or "no vehicle by name"
+    return f"{named}; {update.target_fraction:.0%} of the fleet"
 
 
 def _ref(model: ScoringModel) -> ModelRef:

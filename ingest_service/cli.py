@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     pm = with_config("publish-model", "send a registered model, signed, to the fleet")
     pm.add_argument("--kind", choices=["camera", "lidar"], required=True)
     pm.add_argument("--version", type=int, default=None, help="default: production")
+    pm.add_argument(
+        "--whole-fleet",
+        action="store_true",
+        help="skip the canary stage of a staged rollout ([rollout] canary_*)",
+    )
+    rs = with_config("rollout-status", "print the stage of each kind's production model (JSON)")
+    rs.add_argument("--kind", choices=["camera", "lidar"], default=None)
     kg = sub.add_parser("rollout-keygen", help="write a new Ed25519 key pair for signed rollouts")
     kg.add_argument("--private", type=Path, required=True, help="the centre's key (mode 0600)")
     kg.add_argument("--public", type=Path, required=True, help="the key every vehicle gets")
@@ -149,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command.startswith("registry-"):
             return _registry(cfg, args)
         if args.command == "publish-model":
-            return _publish(cfg, args.kind, args.version)
+            return _publish(cfg, args.kind, args.version, whole_fleet=args.whole_fleet)
+        if args.command == "rollout-status":
+            return _rollout_status(cfg, args.kind)
         return _export(cfg, args.format, args.out, args.after_task_id, args.camera)
     except (IngestError, SchemaError, ValueError, OSError) as exc:
         print(f"ingest-service {args.command}: {exc}", file=sys.stderr)
@@ -346,22 +355,60 @@ def _registry(cfg: IngestConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish(cfg: IngestConfig, kind: str, version: int | None) -> int:
+def _publish(cfg: IngestConfig, kind: str, version: int | None, *, whole_fleet: bool) -> int:
+    from ingest_service.registry import RegistryError
     from ingest_service.rollout import build_update, publish
+    from ingest_service.staging import PrometheusFleet, StagedRollout
+    from schemas.messages import ModelUpdate
 
-    update = build_update(
-        cfg.registry.open(),
-        kind,
-        version,
-        signing_key=cfg.rollout.signing_key,
-        min_agent_version=cfg.rollout.min_agent_version,
-    )
-    records = publish(cfg, update)
+    registry = cfg.registry.open()
+    sent: list[int] = []
+
+    def send(update: ModelUpdate) -> None:
+        sent.append(publish(cfg, update))
+
+    if cfg.rollout.staged and not whole_fleet:
+        if version is None:
+            production = registry.alias(kind, "production")
+            if production is None:
+                raise RegistryError(f"{registry.model_name(kind)} has no production version")
+            version = production.version
+        fleet = PrometheusFleet(cfg.rollout.prometheus_url, vehicle_label=cfg.rollout.vehicle_label)
+        update = StagedRollout(cfg, registry, fleet, send).start(kind, version)
+        stage = "to the canaries (`ingest-service rollout-status` follows it)"
+    else:
+        update = build_update(
+            registry,
+            kind,
+            version,
+            signing_key=cfg.rollout.signing_key,
+            min_agent_version=cfg.rollout.min_agent_version,
+        )
+        send(update)
+        stage = "to the whole fleet"
     signed = "signed" if update.signature is not None else "UNSIGNED (no rollout.signing_key)"
     print(
         f"published {update.name} {update.version} ({update.size_bytes} bytes, sha256 "
-        f"{update.sha256[:12]}, {signed}) to {cfg.rollout.topic} in {records} records"
+        f"{update.sha256[:12]}, {signed}) {stage} on {cfg.rollout.topic} in {sent[0]} records"
     )
+    return 0
+
+
+def _rollout_status(cfg: IngestConfig, kind: str | None) -> int:
+    from ingest_service.staging import DETAIL, STAGE
+
+    registry = cfg.registry.open()
+    for k in [kind] if kind else ["camera", "lidar"]:
+        production = registry.alias(k, "production")
+        row: dict[str, object] = {"kind": k, "production": None}
+        if production is not None:
+            row = {
+                "kind": k,
+                "production": production.version,
+                "stage": production.tags.get(STAGE, "fleet (not staged)"),
+                "detail": production.tags.get(DETAIL, ""),
+            }
+        print(json.dumps(row))
     return 0
 
 

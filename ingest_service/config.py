@@ -397,12 +397,49 @@ class PublishSection:
     """Chunk size on the topic (below the broker's message.max.bytes)."""
     auto_publish: bool = False
     """Publish every model a retrain run makes production, as soon as it is promoted."""
+    canary_vehicles: tuple[str, ...] = ()
+    """Staged rollout: these vehicles get a new model first (with ``canary_fraction``, both)."""
+    canary_fraction: float = 0.0
+    """Staged rollout: this share of the fleet (chosen by a hash of vehicle and model
+    version) gets a new model first; 0 and no canary_vehicles: no staging."""
+    canary_observe_s: float = 3600.0
+    """How long every canary must run the new model before the rollout widens to the fleet."""
+    canary_min_frames: int = 500
+    """Frames the canaries must score on the new model before it is judged."""
+    canary_max_error_rise: float = 0.02
+    """Roll back when the canaries' model error rate exceeds the rest of the fleet's by more."""
+    canary_tick_s: float = 60.0
+    """How often the centre checks a staged rollout."""
+    prometheus_url: str = ""
+    """The Prometheus that scrapes the fleet's agents (the canaries' versions and errors)."""
+    vehicle_label: str = "vehicle"
+    """The Prometheus label naming the vehicle of an agent's series (deploy/prometheus)."""
 
     def __post_init__(self) -> None:
         if not self.topic:
             raise ValueError("topic: must not be empty")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes: must be >= 1024, got {self.max_message_bytes}")
+        if not (math.isfinite(self.canary_fraction) and 0.0 <= self.canary_fraction < 1.0):
+            raise ValueError(f"canary_fraction: must be in [0, 1), got {self.canary_fraction}")
+        if not (math.isfinite(self.canary_max_error_rise) and self.canary_max_error_rise >= 0):
+            raise ValueError(
+                f"canary_max_error_rise: must be >= 0, got {self.canary_max_error_rise}"
+            )
+        if not (self.canary_observe_s >= 0 and self.canary_tick_s > 0):
+            raise ValueError("canary_observe_s must be >= 0 and canary_tick_s > 0")
+        if self.canary_min_frames < 1:
+            raise ValueError(f"canary_min_frames: must be >= 1, got {self.canary_min_frames}")
+        if self.staged and not self.prometheus_url:
+            raise ValueError(
+                "prometheus_url: a staged rollout (canary_vehicles / canary_fraction) judges "
+                "the canaries from the Prometheus that scrapes the fleet: give its URL"
+            )
+
+    @property
+    def staged(self) -> bool:
+        """Whether new models go to canaries first."""
+        return bool(self.canary_vehicles) or self.canary_fraction > 0.0
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,14 @@ class IngestMetrics:
             ["kind", "result"],
             registry=registry,
         )
+        self.rollout_decisions = Counter(
+            "fleetal_ingest_rollout_decisions_total",
+            "Checks of a staged rollout, by decision: wait (the canaries are still observed), "
+            "widen (sent to the whole fleet), rollback (production back to the previous "
+            "version, sent to the canaries)",
+            ["kind", "decision"],
+            registry=registry,
+        )
         self.labels_submitted = Counter(
             "fleetal_ingest_labels_submitted_total",
             "Labels submitted through the labeling API",

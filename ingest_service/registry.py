@@ -197,6 +197,12 @@ class ModelRegistry:
             self._client.set_registered_model_alias(name, PREVIOUS, str(current.version))
         return self.get(kind, previous.version)
 
+    def set_tags(self, kind: str, version: int, tags: Mapping[str, str]) -> None:
+        """Set tags on a registered version (the staged rollout keeps its state there)."""
+        name = self.model_name(kind)
+        for key, value in tags.items():
+            self._client.set_model_version_tag(name, str(version), key, value)
+
     # --- reading ------------------------------------------------------------------------------
 
     def get(self, kind: str, version: int) -> RegisteredModel:

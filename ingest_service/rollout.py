@@ -35,8 +35,11 @@ def build_update(
     *,
     signing_key: Path | None,
     min_agent_version: str,
+    target_vehicles: tuple[str, ...] = (),
+    target_fraction: float = 1.0,
 ) -> ModelUpdate:
-    """The signed (with a key) inline update of ``kind``'s ``version`` (``None``: production)."""
+    """The signed (with a key) inline update of ``kind``'s ``version`` (``None``: production),
+    for the whole fleet or for a stage (``target_vehicles``, ``target_fraction``)."""
     if version is None:
         production = registry.alias(kind, "production")
         if production is None:
@@ -54,6 +57,8 @@ def build_update(
         min_agent_version=min_agent_version,
         created_ns=time.time_ns(),
         inline=data,
+        target_vehicles=target_vehicles,
+        target_fraction=target_fraction,
     )
     if signing_key is not None:
         update = sign_update(update, load_private_key(signing_key))

@@ -30,6 +30,7 @@ from ingest_service.queue import LabelQueue
 from ingest_service.registry import ModelRegistry
 from ingest_service.retrain import JobState, JobStore, RetrainJob, RetrainScheduler
 from ingest_service.retrain.worker import TrainerCommand, work_once
+from ingest_service.staging import StagedRollout
 from schemas.ops import OpsServer
 
 __all__ = ["IngestService"]
@@ -72,6 +73,7 @@ class IngestService:
         self._consumer_error: BaseException | None = None
         self._retrain_thread: threading.Thread | None = None
         self._worker_thread: threading.Thread | None = None
+        self._staging_thread: threading.Thread | None = None
         self._retrain_metrics_queue: LabelQueue | None = None
         self._retrain_metrics_jobs: JobStore | None = None
 
@@ -101,6 +103,11 @@ class IngestService:
         self._maintenance.start()
         if self.config.retrain.enabled:
             self._start_retrain()
+        if self.config.rollout.staged:
+            self._staging_thread = threading.Thread(
+                target=self._run_staging, name="ingest-staged-rollout", daemon=True
+            )
+            self._staging_thread.start()
         return self
 
     def _start_retrain(self) -> None:
@@ -179,14 +186,17 @@ class IngestService:
         if name != registry.model_name(job.kind) or not number.isdigit():
             return  # not registered by this worker
         try:
-            update = build_update(
-                registry,
-                job.kind,
-                int(number),
-                signing_key=self.config.rollout.signing_key,
-                min_agent_version=self.config.rollout.min_agent_version,
-            )
-            publish(self.config, update)
+            if self.config.rollout.staged:
+                update = self._staged(registry).start(job.kind, int(number))
+            else:
+                update = build_update(
+                    registry,
+                    job.kind,
+                    int(number),
+                    signing_key=self.config.rollout.signing_key,
+                    min_agent_version=self.config.rollout.min_agent_version,
+                )
+                publish(self.config, update)
         except Exception as exc:
             self.metrics.models_published.labels(job.kind, "failed").inc()
             log.error(
@@ -206,6 +216,34 @@ class IngestService:
             update.version,
             self.config.rollout.topic,
         )
+
+    def _staged(self, registry: ModelRegistry) -> StagedRollout:
+        from ingest_service.rollout import publish
+        from ingest_service.staging import PrometheusFleet
+
+        cfg = self.config.rollout
+        return StagedRollout(
+            self.config,
+            registry,
+            PrometheusFleet(cfg.prometheus_url, vehicle_label=cfg.vehicle_label),
+            lambda update: publish(self.config, update),
+            on_decision=lambda d: self.metrics.rollout_decisions.labels(d.kind, d.action).inc(),
+        )
+
+    def _run_staging(self) -> None:
+        """Every ``rollout.canary_tick_s``: move staged rollouts on (ingest_service.staging)."""
+        registry: ModelRegistry | None = None
+        while not self.stop_event.wait(self.config.rollout.canary_tick_s):
+            try:
+                if registry is None:
+                    registry = self.config.registry.open()
+                self._staged(registry).tick()
+            except Exception as exc:  # Prometheus or the registry is away: the next tick
+                log.warning(
+                    "staged rollout: %s; checked again in %.0f s",
+                    exc,
+                    self.config.rollout.canary_tick_s,
+                )
 
     def _schedule(self, queue: LabelQueue, scheduler: RetrainScheduler) -> None:
         """Every ``retrain.tick_s``: take back timed-out jobs, queue the jobs that are due."""
@@ -284,7 +322,7 @@ class IngestService:
             self._ops = None
         if self._maintenance is not None:
             self._maintenance.join(5)
-        for thread in (self._retrain_thread, self._worker_thread):
+        for thread in (self._retrain_thread, self._worker_thread, self._staging_thread):
             if thread is not None:
                 thread.join(10)
         with self._stats_lock:

@@ -45,8 +45,11 @@ __all__ = [
     "SelectionRecord",
     "camera_name",
     "frame_key",
+    "in_stage",
     "parse_frame_key",
+    "stage_includes",
     "validate",
+    "vehicle_bucket",
 ]
 
 CAMERA_ENCODINGS = ("jpeg", "png", "raw")  # raw: packed RGB8, row-major, width*height*3 bytes
@@ -249,6 +252,10 @@ class ModelUpdate:
     swaps the model in. Agents older than ``min_agent_version`` ignore the update.
     ``signature`` (wire v1.1): Ed25519 over the update (:mod:`schemas.signing`); an agent
     configured with the fleet's public key refuses updates without a valid one.
+    ``target_vehicles`` and ``target_fraction`` (wire v1.2, signed): the stage of a staged
+    rollout: the update is for the vehicles it names and for the share ``target_fraction`` of
+    the fleet that :func:`vehicle_bucket` picks; ``()`` and ``1.0`` (the default): every
+    vehicle. :func:`in_stage` decides.
     """
 
     name: str
@@ -260,6 +267,54 @@ class ModelUpdate:
     url: str | None = None
     inline: bytes | None = None
     signature: bytes | None = None
+    target_vehicles: tuple[str, ...] = ()
+    target_fraction: float = 1.0
+
+    @property
+    def whole_fleet(self) -> bool:
+        return self.target_fraction >= 1.0
+
+
+def vehicle_bucket(vehicle_id: str, name: str, version: str) -> float:
+    """Where a vehicle falls in ``[0, 1)`` for the rollout of model ``name`` ``version``.
+
+    A hash, so every party computes it alike and without a fleet list; per model version, so
+    the first vehicles to get a model are not always the same; and a vehicle in the first 5 %
+    of a version is also in its first 25 %: widening a stage never drops a vehicle.
+
+    >>> b = vehicle_bucket("veh-0042", "ref-camera", "1.0.1")
+    >>> 0.0 <= b < 1.0, b == vehicle_bucket("veh-0042", "ref-camera", "1.0.1")
+    (True, True)
+    """
+    digest = hashlib.sha256(f"{name}\0{version}\0{vehicle_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def in_stage(update: ModelUpdate, vehicle_id: str) -> bool:
+    """Whether ``update`` is for ``vehicle_id`` (its ``target_vehicles`` / ``target_fraction``).
+
+    >>> canary = ModelUpdate("m", "2", "ab" * 32, 1, "0.1.0", 0, url="s3://m",
+    ...                      target_vehicles=("veh-a",), target_fraction=0.0)
+    >>> in_stage(canary, "veh-a"), in_stage(canary, "veh-b")
+    (True, False)
+    """
+    return stage_includes(
+        vehicle_id,
+        name=update.name,
+        version=update.version,
+        vehicles=update.target_vehicles,
+        fraction=update.target_fraction,
+    )
+
+
+def stage_includes(
+    vehicle_id: str, *, name: str, version: str, vehicles: Sequence[str], fraction: float
+) -> bool:
+    """Whether a stage (named ``vehicles`` and a ``fraction`` of the fleet) of the rollout of
+    ``name`` ``version`` includes ``vehicle_id``: :func:`in_stage` without the update."""
+    if fraction >= 1.0 or vehicle_id in vehicles:
+        return True
+    return vehicle_bucket(vehicle_id, name, version) < fraction
 
 
 # --- labels -----------------------------------------------------------------------------------
@@ -411,6 +466,14 @@ def _validate_model_update(m: ModelUpdate) -> None:
         digest = hashlib.sha256(m.inline).hexdigest()
         if digest != m.sha256:
             raise ValidationError("sha256", f"{m.sha256} but inline model hashes to {digest}")
+    _check_tuple("target_vehicles", m.target_vehicles)
+    for i, vehicle in enumerate(m.target_vehicles):
+        _check_id(f"target_vehicles[{i}]", vehicle)
+    _check_float("target_fraction", m.target_fraction)
+    if not 0.0 <= m.target_fraction <= 1.0:
+        raise ValidationError("target_fraction", f"{m.target_fraction} outside [0, 1]")
+    if m.target_fraction == 0.0 and not m.target_vehicles:
+        raise ValidationError("target_fraction", "0 with no target_vehicles: for no vehicle")
 
 
 def _validate_label(m: LabelMessage) -> None:

@@ -7,6 +7,13 @@ name, version, size, minimum agent version, creation time. The signed message is
     b"fleetal-model-update-v1\\0" + name + "\\0" + version + "\\0" + sha256 + "\\0" + size_bytes
         + "\\0" + min_agent_version + "\\0" + created_ns        (UTF-8, numbers in decimal)
 
+An update for a stage of a staged rollout (not the whole fleet) signs its targets too, under
+another domain, so that a canary's update cannot be widened, nor a fleet update narrowed,
+without the key::
+
+    b"fleetal-model-update-v2\\0" + (the v1 fields, as above) + "\\0" + target vehicles
+        (sorted, joined by ",") + "\\0" + repr(target_fraction)
+
 Keys are files: the private key (centre only) as PKCS#8 PEM, the public key (on every vehicle)
 as SubjectPublicKeyInfo PEM; :func:`generate_keypair` writes both.
 
@@ -48,6 +55,7 @@ __all__ = [
 ]
 
 _DOMAIN = b"fleetal-model-update-v1\0"
+_DOMAIN_STAGED = b"fleetal-model-update-v2\0"
 
 
 class SignatureError(SchemaError):
@@ -64,7 +72,10 @@ def signed_message(update: ModelUpdate) -> bytes:
         update.min_agent_version,
         str(update.created_ns),
     )
-    return _DOMAIN + "\0".join(fields).encode("utf-8")
+    if update.whole_fleet:
+        return _DOMAIN + "\0".join(fields).encode("utf-8")
+    stage = (",".join(sorted(update.target_vehicles)), repr(float(update.target_fraction)))
+    return _DOMAIN_STAGED + "\0".join((*fields, *stage)).encode("utf-8")
 
 
 def sign_update(update: ModelUpdate, key: Ed25519PrivateKey) -> ModelUpdate:

@@ -19,7 +19,7 @@ know are dropped). A major it does not know, or a minor newer than any it knows,
 >>> from schemas.messages import ModelUpdate
 >>> raw = encode(ModelUpdate("det", "1.2.0", "ab" * 32, 123, "0.1.0", 0, url="s3://m/det.onnx"))
 >>> raw[:6]
-b'FAL\\x02\\x01\\x01'
+b'FAL\\x02\\x01\\x02'
 >>> decode(raw).url
 's3://m/det.onnx'
 """
@@ -229,6 +229,18 @@ MODEL_UPDATE_V1_1: AvroSchema = {
 }
 """v1.1 adds the Ed25519 ``signature`` (schemas/signing.py); v1.0 readers drop it."""
 
+MODEL_UPDATE_V1_2: AvroSchema = {
+    **MODEL_UPDATE_V1_1,
+    "fields": [
+        *MODEL_UPDATE_V1_1["fields"],
+        {"name": "target_vehicles", "type": {"type": "array", "items": "string"}, "default": []},
+        {"name": "target_fraction", "type": "double", "default": 1.0},
+    ],
+}
+"""v1.2 adds the stage of a staged rollout (``target_vehicles``, ``target_fraction``). An agent
+that reads only v1.1 refuses a v1.2 message (it lacks the writer schema), so it can never take
+a canary's update for the whole fleet's: agents are upgraded first (docs/schemas.md)."""
+
 LABEL_MESSAGE_V1_0: AvroSchema = {
     "type": "record",
     "name": "LabelMessage",
@@ -381,7 +393,8 @@ class SchemaRegistry:
 DEFAULT_REGISTRY = SchemaRegistry()
 DEFAULT_REGISTRY.register("FrameEnvelope", (1, 0), FRAME_ENVELOPE_V1_0, current=True)
 DEFAULT_REGISTRY.register("ModelUpdate", (1, 0), MODEL_UPDATE_V1_0)
-DEFAULT_REGISTRY.register("ModelUpdate", (1, 1), MODEL_UPDATE_V1_1, current=True)
+DEFAULT_REGISTRY.register("ModelUpdate", (1, 1), MODEL_UPDATE_V1_1)
+DEFAULT_REGISTRY.register("ModelUpdate", (1, 2), MODEL_UPDATE_V1_2, current=True)
 DEFAULT_REGISTRY.register("LabelMessage", (1, 0), LABEL_MESSAGE_V1_0, current=True)
 
 
@@ -496,6 +509,8 @@ def _model_update_to_record(m: ModelUpdate) -> Record:
         "url": m.url,
         "inline": m.inline,
         "signature": m.signature,
+        "target_vehicles": list(m.target_vehicles),
+        "target_fraction": m.target_fraction,
     }
 
 
@@ -510,6 +525,8 @@ def _model_update_from_record(r: Record) -> ModelUpdate:
         url=r["url"],
         inline=r["inline"],
         signature=r.get("signature"),
+        target_vehicles=tuple(r.get("target_vehicles", ())),
+        target_fraction=float(r.get("target_fraction", 1.0)),
     )
 
 

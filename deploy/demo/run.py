@@ -330,6 +330,7 @@ def _start_vehicle_rollout(
         manifest_path=cfg.manifest_path,
         keep=[p for p in (cfg.models.camera, cfg.models.lidar) if p is not None],
         public_key=load_public_key(run_dir / "fleet.pub.pem"),
+        vehicle_id=cfg.agent.vehicle_id,
     )
     start_listener(
         rollout,

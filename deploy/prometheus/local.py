@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,8 +37,20 @@ def _free_port() -> int:
 
 
 class LocalPrometheus:
-    def __init__(self, targets: Sequence[str], *, job: str = "fleetal", interval_s: int = 1):
-        self.targets = list(targets)
+    def __init__(
+        self,
+        targets: Sequence[str] | Mapping[str, Mapping[str, str]],
+        *,
+        job: str = "fleetal",
+        interval_s: int = 1,
+    ):
+        """``targets``: ``host:port`` list, or ``{host:port: {label: value}}`` to give each
+        target its own labels (the ``vehicle`` label of the fleet's agents)."""
+        if isinstance(targets, Mapping):
+            self.labels = {t: dict(v) for t, v in targets.items()}
+        else:
+            self.labels = {t: {} for t in targets}
+        self.targets = list(self.labels)
         self.job = job
         self.interval_s = interval_s
         self.port = 0
@@ -61,13 +73,13 @@ class LocalPrometheus:
             )
         self._dir = owned_tempdir("fleetal-prom-")
         shutil.copy(RULES, self._dir / "alerts.yml")
-        targets = json.dumps(self.targets)
+        static = json.dumps([{"targets": [t], "labels": v} for t, v in self.labels.items()])
         (self._dir / "prometheus.yml").write_text(
             f"global:\n  scrape_interval: {self.interval_s}s\n"
             f"  evaluation_interval: {self.interval_s}s\n"
             "rule_files: [alerts.yml]\n"
             f"scrape_configs:\n  - job_name: {self.job}\n"
-            f"    static_configs:\n      - targets: {targets}\n"
+            f"    static_configs: {static}\n"
         )
         self.port = _free_port()
         with (self._dir / "prometheus.log").open("wb") as log:

@@ -130,6 +130,25 @@ def test_with_the_fleet_key_only_signed_updates_are_taken(tmp_path: Path) -> Non
     assert slot.current.metadata.version == "tiny-lidar-2"
 
 
+def test_an_update_for_another_stage_leaves_this_vehicle_on_its_model(tmp_path: Path) -> None:
+    rollout, slot, registry = _rollout(tmp_path)
+    rollout.vehicle_id = "veh-m"
+    v2 = _lidar_version(tmp_path, 2)
+    canary = _update(v2, "tiny-lidar-2", target_vehicles=("veh-a",), target_fraction=0.0)
+    result = rollout.apply(canary)
+    assert result.outcome == "not_in_stage"
+    assert "veh-a; 0% of the fleet" in result.detail
+    assert slot.current.metadata.version == "tiny-lidar-1"
+    assert _count(registry, "not_in_stage") == 1
+    assert not list((tmp_path / "models").glob("*tiny-lidar-2*"))  # nothing stored
+    named = rollout.apply(dataclasses.replace(canary, target_vehicles=("veh-a", "veh-m")))
+    assert named.outcome == "ok", named.detail
+    v3 = _lidar_version(tmp_path, 3)
+    widened = rollout.apply(_update(v3, "tiny-lidar-3", target_fraction=1.0))
+    assert widened.outcome == "ok", widened.detail
+    assert slot.current.metadata.version == "tiny-lidar-3"
+
+
 @pytest.mark.integration
 def test_chunked_updates_over_kafka_hot_swap_while_scoring(
     kafka: LocalKafka, topic: str, tmp_path: Path

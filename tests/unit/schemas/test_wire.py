@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import math
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from schemas.messages import (
     ModelUpdate,
     SelectionRecord,
     frame_key,
+    in_stage,
     parse_frame_key,
 )
 from schemas.pointcloud import decode_lidar, lidar_payload
@@ -40,6 +42,7 @@ from schemas.wire import (
     HEADER_SIZE,
     LABEL_MESSAGE_V1_0,
     MODEL_UPDATE_V1_0,
+    MODEL_UPDATE_V1_1,
     SchemaRegistry,
     _frame_to_record,
     decode,
@@ -156,7 +159,7 @@ def test_header_layout() -> None:
     header = read_header(encode(_real_label()))
     assert (header.message_type, header.major, header.minor) == ("LabelMessage", 1, 0)
     assert encode(FRAME)[:HEADER_SIZE] == b"FAL\x01\x01\x00"
-    assert encode(_model_update(False))[:HEADER_SIZE] == b"FAL\x02\x01\x01"  # v1.1: signature
+    assert encode(_model_update(False))[:HEADER_SIZE] == b"FAL\x02\x01\x02"  # v1.2: the stage
     assert encode(_real_label())[:HEADER_SIZE] == b"FAL\x03\x01\x00"
 
 
@@ -496,3 +499,48 @@ def test_model_update_v1_1_carries_the_signature_and_v1_0_still_reads() -> None:
     got = decode(from_old)  # a v1.0 writer (an older centre) is read by this agent
     assert isinstance(got, ModelUpdate)
     assert got.signature is None
+
+
+def test_model_update_v1_2_carries_the_stage_and_a_v1_1_agent_refuses_it() -> None:
+    canary = dataclasses.replace(
+        _model_update(False), target_vehicles=("veh-a", "veh-b"), target_fraction=0.05
+    )
+    raw = encode(canary)
+    assert raw[:HEADER_SIZE] == b"FAL\x02\x01\x02"
+    got = decode(raw)
+    assert isinstance(got, ModelUpdate)
+    assert (got.target_vehicles, got.target_fraction) == (("veh-a", "veh-b"), pytest.approx(0.05))
+    old_agent = SchemaRegistry()
+    old_agent.register("ModelUpdate", (1, 0), MODEL_UPDATE_V1_0)
+    old_agent.register("ModelUpdate", (1, 1), MODEL_UPDATE_V1_1, current=True)
+    with pytest.raises(UnsupportedVersionError):  # never read as an update for every vehicle
+        decode(raw, registry=old_agent)
+    from_v1_1 = decode(encode(_model_update(False), registry=old_agent))
+    assert isinstance(from_v1_1, ModelUpdate)
+    assert from_v1_1.whole_fleet
+
+
+@pytest.mark.parametrize(
+    ("vehicles", "fraction", "problem"),
+    [((), 0.0, "for no vehicle"), (("veh a",), 0.0, "target_vehicles[0]"), ((), 1.5, "outside")],
+)
+def test_a_stage_that_names_no_vehicle_or_a_bad_one_is_refused(
+    vehicles: tuple[str, ...], fraction: float, problem: str
+) -> None:
+    bad = dataclasses.replace(
+        _model_update(False), target_vehicles=vehicles, target_fraction=fraction
+    )
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        encode(bad)
+
+
+def test_stages_pick_about_their_share_and_widening_keeps_every_vehicle() -> None:
+    fleet = [f"veh-{i:04d}" for i in range(2000)]
+    update = dataclasses.replace(_model_update(False), target_fraction=0.1)
+    first = {v for v in fleet if in_stage(update, v)}
+    wider = {v for v in fleet if in_stage(dataclasses.replace(update, target_fraction=0.5), v)}
+    assert 150 < len(first) < 250  # 10 % of 2000, within sampling noise
+    assert first < wider
+    assert 900 < len(wider) < 1100
+    other = dataclasses.replace(update, version="1.6.0")
+    assert {v for v in fleet if in_stage(other, v)} != first  # not always the same vehicles
