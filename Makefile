@@ -84,7 +84,7 @@ bench: setup $(MODELS)
 
 # --- the main job ---------------------------------------------------------------------------
 # The reference models are trained on the bundled real data (~2-3 min on 2 cores), once.
-MODELS := models/camera.onnx models/camera.pt models/lidar.onnx
+MODELS := models/camera.onnx models/camera.pt models/lidar.onnx models/lidar.pt
 
 $(MODELS): | $(STAMP)
 	$(PY) -m ingest_service.training.reference.train --out models

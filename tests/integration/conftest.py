@@ -50,14 +50,14 @@ def queue_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def quick_camera_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference camera model built quick (camera.onnx and the camera.pt a fine-tune
-    starts from), once per session; tests copy it rather than write into it."""
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference models built quick (camera.onnx, lidar.onnx and the camera.pt and
+    lidar.pt a fine-tune starts from), once per session; tests copy them, never write there."""
     out = tmp_path_factory.mktemp("models")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        build_reference_models(out, DATA, quick=True, kinds=("camera",))
+        build_reference_models(out, DATA, quick=True)
     finally:
         torch.set_num_threads(threads)
     return out

@@ -13,20 +13,18 @@ from deploy.demo.build_drive import build as build_drive
 from deploy.demo.run import Topics, demo_agent_config, run_loop
 from deploy.kafka.broker import LocalKafka
 from edge_agent.models import manifest
-from tests.support.tiny_models import build_lidar
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 36  # three scenes: kitti/000000, kitti/000001 (a holdout image), kitti/000002
 
 
 def test_one_turn_of_the_loop_ends_with_the_vehicle_on_the_retrained_model(
-    kafka: LocalKafka, topic: str, quick_camera_models: Path, tmp_path: Path
+    kafka: LocalKafka, topic: str, quick_models: Path, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
     models.mkdir()
-    for name in ("camera.onnx", "camera.pt"):
-        shutil.copy(quick_camera_models / name, models / name)
-    build_lidar(models / "lidar.onnx")
+    for name in ("camera.onnx", "camera.pt", "lidar.onnx", "lidar.pt"):
+        shutil.copy(quick_models / name, models / name)
     out = tmp_path / "demo"
     drive = build_drive(out, FRAMES)
     cfg = demo_agent_config(ROOT / "deploy" / "demo" / "agent.toml", models, out)

@@ -31,10 +31,15 @@ __all__ = [
     "LabelledImage",
     "LabelledSweep",
     "camera_files",
+    "lidar_class_index",
     "lidar_files",
     "load_camera_images",
     "load_lidar_sweeps",
+    "nuscenes_boxes_3d",
+    "nuscenes_sweep_file",
     "points_in_box",
+    "rear_left_quadrant",
+    "yaw_matrix",
 ]
 
 CAMERA_CLASSES = ("background", "car", "pedestrian", "two_wheeler", "truck_bus", "other")
@@ -271,7 +276,8 @@ def points_in_box(
     return inside
 
 
-def _yaw_matrix(yaw: float) -> NDArray[np.float64]:
+def yaw_matrix(yaw: float) -> NDArray[np.float64]:
+    """Rotation about z by ``yaw`` (box axes -> LiDAR frame)."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -286,7 +292,8 @@ def _quat_matrix(qw: float, qx: float, qy: float, qz: float) -> NDArray[np.float
     )
 
 
-def _rear_left_quadrant(points: NDArray[np.float32]) -> NDArray[np.bool_]:
+def rear_left_quadrant(points: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """The held-out region of a 360-degree sweep (x < 0, y > 0): never trained on."""
     mask: NDArray[np.bool_] = (points[:, 0] < 0) & (points[:, 1] > 0)
     return mask
 
@@ -329,10 +336,40 @@ def _av2_sweeps(root: Path) -> list[LabelledSweep]:
             center = np.array([ann["tx_m"][i], ann["ty_m"][i], ann["tz_m"][i]])
             half = 0.5 * np.array([ann["length_m"][i], ann["width_m"][i], ann["height_m"][i]])
             labels[points_in_box(points, center, rotation, half)] = cls
-        sweeps.append(
-            LabelledSweep(f"av2/{path.stem}", points, labels, _rear_left_quadrant(points))
-        )
+        sweeps.append(LabelledSweep(f"av2/{path.stem}", points, labels, rear_left_quadrant(points)))
     return sweeps
+
+
+def lidar_class_index(name: str) -> int:
+    """A 3D box's class name (ours, KITTI's, nuScenes' or a camera class) -> the LiDAR model's
+    class index, ``IGNORE`` if unknown."""
+    if name in LIDAR_CLASSES:
+        return LIDAR_CLASSES.index(name)
+    if name in _KITTI_LIDAR:
+        return _KITTI_LIDAR[name]
+    if name in ("car", "truck_bus"):
+        return 1
+    return _NUSC_LIDAR.get(name.lower(), IGNORE)
+
+
+def nuscenes_boxes_3d(root: Path) -> list[tuple[str, tuple[float, ...], tuple[float, ...], float]]:
+    """The nuScenes sample sweep's 3D boxes as an annotator gives them: ``(class name, centre
+    (x, y, z), size (l, w, h), yaw)`` in the LiDAR frame (boxes without a class left out)."""
+    _, entry = _nusc_info(root)
+    out: list[tuple[str, tuple[float, ...], tuple[float, ...], float]] = []
+    for inst in _field(entry, "instances", list):
+        label = int(inst["bbox_label_3d"])
+        if label < 0:
+            continue
+        x, y, z, length, width, height, yaw = (float(v) for v in inst["bbox_3d"])
+        out.append((_NUSC_NAMES[label], (x, y, z), (length, width, height), yaw))
+    return out
+
+
+def nuscenes_sweep_file(root: Path) -> Path:
+    """The nuScenes sample's LiDAR file (x, y, z, intensity, ring float32)."""
+    _, entry = _nusc_info(root)
+    return root / _NUSC / str(_field(entry, "lidar_points", dict)["lidar_path"])
 
 
 def _nuscenes_sweep(root: Path) -> LabelledSweep:
@@ -347,10 +384,10 @@ def _nuscenes_sweep(root: Path) -> LabelledSweep:
         x, y, z, length, width, height, yaw = (float(v) for v in inst["bbox_3d"])
         # mmdet3d info v1.1 boxes: gravity centre (origin 0.5, 0.5, 0.5), yaw about z.
         mask = points_in_box(
-            points, np.array([x, y, z]), _yaw_matrix(yaw), 0.5 * np.array([length, width, height])
+            points, np.array([x, y, z]), yaw_matrix(yaw), 0.5 * np.array([length, width, height])
         )
         labels[mask] = IGNORE if label < 0 else _NUSC_LIDAR[_NUSC_NAMES[label]]
-    return LabelledSweep("nuscenes/LIDAR_TOP", points, labels, _rear_left_quadrant(points))
+    return LabelledSweep("nuscenes/LIDAR_TOP", points, labels, rear_left_quadrant(points))
 
 
 def _kitti_calib(path: Path) -> dict[str, NDArray[np.float64]]:

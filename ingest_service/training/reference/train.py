@@ -14,15 +14,12 @@ torch model with onnxruntime on a real frame; a mismatch fails the run (exit 1).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
 import multiprocessing
-import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,37 +27,46 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from numpy.typing import NDArray
 from PIL import Image
 from torch import nn
 
 from edge_agent.models.metadata import ModelMetadata
-from edge_agent.models.preprocess import prepare_image, prepare_points, select_points
-from edge_agent.models.runner import CameraModel, LidarModel, ModelRunner, RunnerConfig
+from edge_agent.models.preprocess import prepare_image
+from edge_agent.models.runner import CameraModel, ModelRunner, RunnerConfig
 from ingest_service.training.reference.camera import CameraExport, CameraNet
+from ingest_service.training.reference.common import (
+    FULL,
+    LICENCE,
+    QUICK,
+    VERSION,
+    Settings,
+    accuracy_report,
+    class_weights,
+    export_onnx,
+    parity,
+)
 from ingest_service.training.reference.data import (
     CAMERA_CLASSES,
     CAMERA_HOLDOUT,
-    LIDAR_CLASSES,
     LabelledImage,
-    LabelledSweep,
     camera_files,
-    lidar_files,
     load_camera_images,
     load_lidar_sweeps,
 )
-from ingest_service.training.reference.lidar import LidarExport, PointNetSeg
+from ingest_service.training.reference.train_lidar import (
+    export_lidar,
+    lidar_metadata,
+    save_lidar_checkpoint,
+    train_lidar,
+)
 
 __all__ = [
-    "FULL",
-    "QUICK",
     "ReferenceResult",
     "build_reference_models",
     "camera_holdout",
     "export_camera",
-    "export_onnx",
     "load_camera_checkpoint",
     "main",
     "save_camera_checkpoint",
@@ -68,31 +74,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-OPSET = 17
-VERSION = "1.0.0"
-LICENCE = (
-    "trained on KITTI (CC BY-NC-SA 3.0), nuScenes (CC BY-NC-SA 4.0) and Argoverse 2 "
-    "(CC BY-NC-SA 4.0) data: non-commercial, demo and test use only"
-)
 PATCH = 64  # camera training patch (px); the object fills the central half
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    image_size: tuple[int, int]
-    camera_width: int
-    camera_epochs: int
-    camera_repeats: int
-    point_count: int
-    lidar_width: int
-    lidar_steps: int
-    lidar_batch: int
-
-
-FULL = _Settings((192, 320), 128, 30, 4, 4096, 128, 200, 6)
-QUICK = _Settings((96, 160), 32, 2, 1, 1024, 32, 10, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +94,7 @@ class ReferenceResult:
 
 # -- camera ------------------------------------------------------------------------------------
 def _camera_metadata(
-    settings: _Settings, quick: bool, data_root: Path, extra: dict[str, str]
+    settings: Settings, quick: bool, data_root: Path, extra: dict[str, str]
 ) -> ModelMetadata:
     height, width = settings.image_size
     files = [str(p.relative_to(data_root)) for p in camera_files(data_root)]
@@ -219,36 +203,9 @@ def _centre_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits[..., h // 4 : h - h // 4, w // 4 : w - w // 4].mean(dim=(-2, -1))
 
 
-def _class_weights(labels: NDArray[np.int64], classes: int, power: float = 0.5) -> torch.Tensor:
-    counts = np.bincount(labels[labels >= 0], minlength=classes).astype(np.float64)
-    weights = np.power(np.maximum(counts, 1.0), -power)
-    weights = weights / weights[counts > 0].mean()
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def _accuracy_report(
-    pred: NDArray[np.int64], truth: NDArray[np.int64], classes: Sequence[str]
-) -> dict[str, Any]:
-    per_class = {}
-    recalls = []
-    for k, name in enumerate(classes):
-        mask = truth == k
-        if mask.any():
-            recall = float((pred[mask] == k).mean())
-            per_class[name] = {"n": int(mask.sum()), "recall": round(recall, 3)}
-            recalls.append(recall)
-    return {
-        "n": len(truth),
-        "accuracy": round(float((pred == truth).mean()), 3),
-        "balanced_accuracy": round(float(np.mean(recalls)), 3),
-        "majority_baseline": round(float(np.bincount(truth).max() / len(truth)), 3),
-        "per_class": per_class,
-    }
-
-
 def _train_camera(
     images: Sequence[LabelledImage],
-    settings: _Settings,
+    settings: Settings,
     seed: int,
     *,
     net: CameraNet | None = None,
@@ -271,7 +228,7 @@ def _train_camera(
         patches, labels = _camera_patches(train, rng, augment=True, repeats=settings.camera_repeats)
         x = _normalise_images(patches, rng)
         y = torch.from_numpy(labels)
-        weights = _class_weights(labels, len(CAMERA_CLASSES))
+        weights = class_weights(labels, len(CAMERA_CLASSES))
         # online bootstrap: each committee member sees its own Poisson(1) resample
         boot = torch.from_numpy(rng.poisson(1.0, size=(len(y), net.members)).astype(np.float32))
         net.train()
@@ -304,7 +261,7 @@ def camera_holdout(net: CameraNet, held: Sequence[LabelledImage], seed: int) -> 
         probs = torch.softmax(_centre_logits(net(_normalise_images(patches, None))), dim=-1).mean(
             dim=1
         )
-    report = _accuracy_report(probs.argmax(dim=1).numpy(), labels, CAMERA_CLASSES)
+    report = accuracy_report(probs.argmax(dim=1).numpy(), labels, CAMERA_CLASSES)
     report["holdout_images"] = [i.name for i in held]
     report["unit"] = "patches (objects from the 2D boxes + background windows)"
     return report
@@ -322,10 +279,10 @@ def export_camera(
         probs, emb = export(torch.from_numpy(tensor))
     cpu = RunnerConfig(providers=("cpu",), intra_op_threads=1)
     got = CameraModel(ModelRunner(path, sha256=digest, config=cpu)).score(sample)
-    return digest, _parity([probs.numpy(), emb.numpy()], [got.probs, got.embedding], str(path))
+    return digest, parity([probs.numpy(), emb.numpy()], [got.probs, got.embedding], str(path))
 
 
-def save_camera_checkpoint(net: CameraNet, path: Path, settings: _Settings, quick: bool) -> None:
+def save_camera_checkpoint(net: CameraNet, path: Path, settings: Settings, quick: bool) -> None:
     """The torch weights beside the ONNX: what a fine-tuning run starts from."""
     torch.save(
         {
@@ -346,176 +303,6 @@ def load_camera_checkpoint(path: Path) -> tuple[CameraNet, bool]:
     return net, bool(saved["quick"])
 
 
-# -- lidar -------------------------------------------------------------------------------------
-def _lidar_metadata(
-    settings: _Settings, quick: bool, data_root: Path, extra: dict[str, str]
-) -> ModelMetadata:
-    files = [str(p.relative_to(data_root)) for p in lidar_files(data_root)]
-    return ModelMetadata(
-        name="ref-lidar",
-        version=f"ref-lidar-{VERSION}" + ("-quick" if quick else ""),
-        kind="lidar",
-        input_name="points",
-        input_shape=(1, settings.point_count, 3),
-        input_layout="NPC",
-        class_names=LIDAR_CLASSES,
-        probs_output="logits",
-        probs_are_logits=True,
-        embedding_output="embedding",
-        committee_axis=False,
-        dense=True,
-        point_features=("x", "y", "z"),
-        point_mean=(0.0, 0.0, 0.0),
-        point_std=(20.0, 20.0, 2.0),
-        range_m=40.0,
-        z_min=-3.5,
-        z_max=4.0,
-        extra={
-            "description": (
-                "reference PointNet-style per-point segmentation: shared MLP, max-pooled "
-                "global feature concatenated back, per-point class logits; embedding = the "
-                "global feature. A pipeline reference, not a detector."
-            ),
-            "training_data": json.dumps(files),
-            "licence": LICENCE,
-            **extra,
-        },
-    )
-
-
-def _lidar_batch(
-    sweeps: Sequence[LabelledSweep], meta: ModelMetadata, rng: np.random.Generator, size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    mean = np.asarray(meta.point_mean, np.float32)
-    std = np.asarray(meta.point_std, np.float32)
-    for _ in range(size):
-        sweep = sweeps[int(rng.integers(len(sweeps)))]
-        index = select_points(sweep.points, meta, seed=int(rng.integers(2**31)))
-        pts = sweep.points[index].astype(np.float32)
-        angle = rng.uniform(-np.pi, np.pi)
-        c, s = np.cos(angle), np.sin(angle)
-        rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32)
-        pts = pts @ rot.T
-        if rng.random() < 0.5:
-            pts[:, 1] = -pts[:, 1]
-        pts = pts * np.float32(rng.uniform(0.95, 1.05))
-        # sensor heights differ (AV2 sweeps are in the ego frame, ground near z=0; KITTI and
-        # nuScenes in the sensor frame, ground near -1.8 m): shift z so neither is special
-        pts[:, 2] += np.float32(rng.uniform(-1.0, 1.0))
-        labels = sweep.labels[index].copy()
-        labels[sweep.holdout[index]] = -1  # held-out points never reach the loss
-        xs.append((pts - mean) / std)
-        ys.append(labels)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
-
-
-def _train_lidar(
-    sweeps: Sequence[LabelledSweep], meta: ModelMetadata, settings: _Settings, seed: int
-) -> tuple[PointNetSeg, dict[str, Any]]:
-    rng = np.random.default_rng(seed)
-    net = PointNetSeg(len(LIDAR_CLASSES), in_features=3, width=settings.lidar_width)
-    all_labels = np.concatenate([s.labels[~s.holdout] for s in sweeps])
-    weights = _class_weights(all_labels, len(LIDAR_CLASSES), power=0.5)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = settings.lidar_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / steps))
-    )
-    net.train()
-    for _step in range(steps):
-        x, y = _lidar_batch(sweeps, meta, rng, settings.lidar_batch)
-        logits, _ = net(x)
-        loss = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), weight=weights, ignore_index=-1
-        )
-        opt.zero_grad()
-        torch.autograd.backward(loss)
-        opt.step()
-        sched.step()
-    net.eval()
-    preds, truths = [], []
-    per_sweep = {}
-    for sweep in sweeps:
-        tensor, index = prepare_points(sweep.points, meta, ("x", "y", "z"))
-        with torch.no_grad():
-            logits, _ = net(torch.from_numpy(tensor))
-        pred = logits[0].argmax(dim=1).numpy()
-        mask = sweep.holdout[index] & (sweep.labels[index] >= 0)
-        preds.append(pred[mask])
-        truths.append(sweep.labels[index][mask])
-        per_sweep[sweep.name] = (
-            round(float((pred[mask] == sweep.labels[index][mask]).mean()), 3)
-            if mask.any()
-            else None
-        )
-    report = _accuracy_report(np.concatenate(preds), np.concatenate(truths), LIDAR_CLASSES)
-    report["per_sweep_accuracy"] = per_sweep
-    report["unit"] = (
-        "points: the held-out region of every sweep (rear-left quadrant of the 360-degree "
-        "sweeps, left half of the KITTI ones), as scored at inference (seeded subsample)"
-    )
-    return net, report
-
-
-# -- export ------------------------------------------------------------------------------------
-def export_onnx(
-    module: nn.Module,
-    example: torch.Tensor,
-    path: Path,
-    meta: ModelMetadata,
-    output_names: Sequence[str],
-) -> str:
-    """Export to ONNX (opset 17, static shapes), embed the metadata, write the sha256 sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    module.eval()
-    with warnings.catch_warnings():
-        # torch 2.9+ prefers the torch.export-based exporter, which needs onnxscript; the
-        # TorchScript exporter used here still works and warns that it is deprecated.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(
-            module,
-            (example,),
-            str(tmp),
-            input_names=[meta.input_name],
-            output_names=list(output_names),
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    model = onnx.load(str(tmp))
-    onnx.checker.check_model(model)
-    onnx.helper.set_model_props(model, meta.to_props())
-    model.doc_string = meta.extra.get("description", "")
-    model.producer_name = "fleet-active-learning"
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
-    digest = _sha256(path)
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n", encoding="utf-8")
-    return digest
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _parity(
-    expected: Sequence[NDArray[np.float32]], actual: Sequence[NDArray[np.float32]], what: str
-) -> float:
-    worst = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        if e.shape != a.shape or not np.allclose(e, a, rtol=1e-3, atol=1e-4):
-            diff = float(np.abs(e - a).max()) if e.shape == a.shape else float("inf")
-            raise RuntimeError(
-                f"{what}: onnxruntime and torch disagree "
-                f"(max |diff| {diff}, shapes {e.shape} {a.shape})"
-            )
-        worst = max(worst, float(np.abs(e - a).max()))
-    return worst
-
-
 def build_reference_models(
     out: Path,
     data_root: Path,
@@ -527,7 +314,6 @@ def build_reference_models(
     """Train, export and verify the reference models; returns one result per model."""
     settings = QUICK if quick else FULL
     results = []
-    cpu = RunnerConfig(providers=("cpu",), intra_op_threads=1)
     if "camera" in kinds:
         torch.manual_seed(seed)
         start = time.perf_counter()
@@ -548,24 +334,15 @@ def build_reference_models(
         torch.manual_seed(seed)
         start = time.perf_counter()
         sweeps = load_lidar_sweeps(data_root)
-        meta = _lidar_metadata(settings, quick, data_root, {})
-        lnet, holdout = _train_lidar(sweeps, meta, settings, seed)
+        meta = lidar_metadata(settings, quick, data_root, {})
+        lnet, holdout = train_lidar(sweeps, meta, settings, seed)
         seconds = time.perf_counter() - start
-        meta = _lidar_metadata(
+        meta = lidar_metadata(
             settings, quick, data_root, {"holdout_accuracy": json.dumps(holdout["accuracy"])}
         )
         path = out / "lidar.onnx"
-        lexport = LidarExport(lnet).eval()
-        points = sweeps[2].points  # the nuScenes sweep
-        tensor, _ = prepare_points(points, meta, ("x", "y", "z"))
-        digest = export_onnx(lexport, torch.from_numpy(tensor), path, meta, ["logits", "embedding"])
-        with torch.no_grad():
-            logits, emb = lexport(torch.from_numpy(tensor))
-        got = LidarModel(
-            ModelRunner(path, sha256=digest, config=cpu), fields=("x", "y", "z")
-        ).score(points)
-        expected_probs = torch.softmax(logits, dim=-1).numpy()
-        diff = _parity([expected_probs, emb.numpy()], [got.probs, got.embedding], str(path))
+        digest, diff = export_lidar(lnet, meta, path, sweeps[2].points)  # the nuScenes sweep
+        save_lidar_checkpoint(lnet, out / "lidar.pt", settings, quick)
         results.append(ReferenceResult("lidar", path, digest, meta.version, seconds, holdout, diff))
     return results
 
