@@ -34,6 +34,7 @@ from schemas.config import ConfigError, load_config
 if TYPE_CHECKING:
     from ingest_service.registry import ModelRegistry
     from ingest_service.retrain.policy import RetrainPolicy
+    from ingest_service.retrain.ray_runner import RayTarget
 
 __all__ = [
     "ApiSection",
@@ -337,12 +338,38 @@ class RetrainSection:
     empty: jobs are queued but no worker runs them here."""
     work_dir: Path = Path("var/ingest/retrain")
     """Where each job gets its directory of inputs, log and result."""
+    runner: str = "subprocess"
+    """Where the trainer runs: subprocess (on this host) or ray (a task on a Ray cluster)."""
+    ray_address: str = ""
+    """runner = ray: the cluster's GCS address (host:port) or ray://host:10001."""
+    ray_token_file: Path | None = None
+    """runner = ray: a file holding the cluster's auth token (Ray's token authentication)."""
+    ray_num_cpus: float = 1.0
+    """runner = ray: CPUs a job asks the cluster for."""
+    ray_num_gpus: float = 0.0
+    """runner = ray: GPUs a job asks the cluster for."""
     camera: RetrainPolicySection = field(default_factory=RetrainPolicySection)
     lidar: RetrainPolicySection = field(default_factory=RetrainPolicySection)
 
     def __post_init__(self) -> None:
         if not self.tick_s > 0:
             raise ValueError(f"tick_s: must be positive, got {self.tick_s}")
+        if self.runner not in ("subprocess", "ray"):
+            raise ValueError(f"runner: subprocess or ray, got {self.runner!r}")
+        if self.runner == "ray" and not self.ray_address:
+            raise ValueError('ray_address: runner = "ray" needs the cluster\'s address')
+        if not (self.ray_num_cpus >= 0 and self.ray_num_gpus >= 0):
+            raise ValueError("ray_num_cpus and ray_num_gpus must be >= 0")
+
+    def ray_target(self) -> RayTarget | None:
+        """Where jobs run on Ray (runner = ray), else None."""
+        if self.runner != "ray":
+            return None
+        from ingest_service.retrain.ray_runner import RayTarget
+
+        return RayTarget(
+            self.ray_address, self.ray_token_file, self.ray_num_cpus, self.ray_num_gpus
+        )
 
     def policies(self) -> list[RetrainPolicy]:
         """The scheduler's policies, one per model kind."""

@@ -142,7 +142,7 @@ class IngestService:
         blobs: dict[str, str] = {"backend": str(self.config.blobs.backend)}
         if self.config.blobs.backend == "local":
             blobs["root"] = str(self.config.blobs.root.resolve())
-        command = TrainerCommand(cfg.command, cfg.work_dir, blobs)
+        command = TrainerCommand(cfg.command, cfg.work_dir, blobs, ray=cfg.ray_target())
         worker = f"{socket.gethostname()}:{os.getpid()}"
         queue: LabelQueue | None = None
         registry: ModelRegistry | None = None

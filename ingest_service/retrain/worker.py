@@ -48,6 +48,7 @@ from deploy.lifetime import die_with_parent
 from ingest_service.queue import LabelQueue
 from ingest_service.registry import ModelRegistry, Promotion, RegisteredModel
 from ingest_service.retrain.jobs import JobState, JobStore, RetrainJob
+from ingest_service.retrain.ray_runner import RayTarget, run_on_ray
 
 __all__ = ["TrainerCommand", "run_job", "work_once"]
 
@@ -63,6 +64,7 @@ class TrainerCommand:
     argv: tuple[str, ...]
     work_dir: Path
     blobs: dict[str, str]  # what job.json tells the trainer about the blob store
+    ray: RayTarget | None = None  # run on this Ray cluster instead of a local subprocess
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -149,6 +151,38 @@ def _tail(path: Path) -> str:
     return text[-_LOG_TAIL:].strip()
 
 
+def _run_local(
+    argv: Sequence[str],
+    env: dict[str, str],
+    log_path: Path,
+    timeout_s: float,
+    stop: threading.Event | None,
+) -> tuple[int | None, bool]:
+    """The trainer as a subprocess of this one: ``(exit code or None, stopped)``; None when it
+    was killed at the deadline or because ``stop`` was set."""
+    started = time.monotonic()
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        while True:
+            left = timeout_s - (time.monotonic() - started)
+            if left <= 0 or (stop is not None and stop.is_set()):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return None, stop is not None and stop.is_set()
+            try:
+                return proc.wait(timeout=min(left, 0.5)), False
+            except subprocess.TimeoutExpired:
+                continue
+
+
 def run_job(
     store: JobStore,
     queue: LabelQueue,
@@ -169,34 +203,19 @@ def run_job(
     deadline_ns = job.deadline_ns if job.deadline_ns is not None else time.time_ns()
     timeout_s = max(0.0, (deadline_ns - store.clock()) / 1e9)
     env = {**os.environ, **(extra_env or {}), "FLEETAL_RETRAIN_JOB_DIR": str(job_dir)}
-    argv = [*command.argv, "--job-dir", str(job_dir)]
     started = time.monotonic()
-    with log_path.open("wb") as out:
+    if command.ray is not None:
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
+            rc, stopped = run_on_ray(command.ray, command.argv, job_dir, timeout_s, stop)
+        except Exception as exc:  # the cluster is not reachable: the attempt fails, retried
+            return store.fail_attempt(job.id, worker, f"trainer could not start on Ray: {exc}")
+    else:
+        try:
+            rc, stopped = _run_local(
+                [*command.argv, "--job-dir", str(job_dir)], env, log_path, timeout_s, stop
             )
         except OSError as exc:
             return store.fail_attempt(job.id, worker, f"trainer could not start: {exc}")
-        rc: int | None = None
-        stopped = False
-        while rc is None:
-            left = timeout_s - (time.monotonic() - started)
-            if left <= 0 or (stop is not None and stop.is_set()):
-                stopped = stop is not None and stop.is_set()
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                break
-            try:
-                rc = proc.wait(timeout=min(left, 0.5))
-            except subprocess.TimeoutExpired:
-                continue
     seconds = time.monotonic() - started
     if stopped:
         why = f"attempt {job.attempts} interrupted after {seconds:.0f} s: the service stopped"

@@ -66,6 +66,10 @@ def test_toml_and_environment_overrides(tmp_path: Path) -> None:
         ({"consumer": {"retry_initial_s": 60}}, "retry_initial_s"),
         ({"metrics": {"port": 70000}}, "port"),
         ({"api": {"port": "eighty"}}, "api.port"),
+        ({"retrain": {"runner": "slurm"}}, "runner"),
+        ({"retrain": {"runner": "ray"}}, "ray_address"),
+        ({"rollout": {"canary_vehicles": ["veh-a"]}}, "prometheus_url"),
+        ({"rollout": {"canary_fraction": 1.0}}, "canary_fraction"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_them(
