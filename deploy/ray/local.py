@@ -61,9 +61,10 @@ class LocalRay:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(self.token_file),
         }
+        argv = [sys.executable, "-m", "deploy.ray.local", "--num-cpus", str(self.num_cpus)]
+        argv += ["--address-file", str(address_file), "--temp-dir", str(self._dir / "ray")]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.ray.local", "--num-cpus", str(self.num_cpus)]
-            + ["--address-file", str(address_file), "--temp-dir", str(self._dir / "ray")],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
