@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from edge_agent.sources.geo import ecef_to_enu, ecef_to_geodetic
+from ingest_service.training.reference.data import CAMERA_HOLDOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
@@ -45,7 +46,11 @@ DONE = ".complete"
 
 def scene_sources() -> list[tuple[str, Path]]:
     """The camera scenes in drive order, each with the name of its labelled image (the names
-    of ``ingest_service.training.reference.data``; the comma2k19 preview has no labels)."""
+    of ``ingest_service.training.reference.data``; the comma2k19 preview has no labels).
+
+    The trainer's holdout images come last, so that a short drive (the first few scenes, as
+    the tests build) holds only frames an annotator may label; the whole drive still passes
+    the holdout scene, which the demo's annotator must refuse to label."""
     kitti = sorted((DATA / "kitti_object" / "training" / "image_2").glob("*.png"))
     out = [(f"kitti/{p.stem}", p) for p in kitti]
     out += [
@@ -53,7 +58,7 @@ def scene_sources() -> list[tuple[str, Path]]:
         for p in sorted((DATA / "nuscenes_sample").glob("*__CAM_FRONT__*.jpg"))
     ]
     out.append(("comma2k19/preview", DATA / "comma2k19_segment" / "preview.png"))
-    return out
+    return sorted(out, key=lambda scene: scene[0] in CAMERA_HOLDOUT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ the models topic -> the vehicle swaps -> the second replay runs the new model.""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -15,7 +16,10 @@ from deploy.kafka.broker import LocalKafka
 from edge_agent.models import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAMES = 36  # three scenes: kitti/000000, kitti/000001 (a holdout image), kitti/000002
+FRAMES = 36  # three scenes, none a holdout image: kitti/000000, kitti/000002, nuscenes/CAM_FRONT
+# 26 frames after the cold start: at the demo's 10 % the quick models' selection of so few
+# frames can be empty; a quarter leaves the selector room while still gating by score
+TARGET_RATE = 0.25
 
 
 def test_one_turn_of_the_loop_ends_with_the_vehicle_on_the_retrained_model(
@@ -28,6 +32,8 @@ def test_one_turn_of_the_loop_ends_with_the_vehicle_on_the_retrained_model(
     out = tmp_path / "demo"
     drive = build_drive(out, FRAMES)
     cfg = demo_agent_config(ROOT / "deploy" / "demo" / "agent.toml", models, out)
+    budget = dataclasses.replace(cfg.selector.budget, target_rate=TARGET_RATE)
+    cfg = dataclasses.replace(cfg, selector=dataclasses.replace(cfg.selector, budget=budget))
     topics = Topics(frames=topic, models=f"{topic}-models")
     kafka.create_topic(topics.models, partitions=1)
 
@@ -37,9 +43,8 @@ def test_one_turn_of_the_loop_ends_with_the_vehicle_on_the_retrained_model(
     assert selected > 0
     assert sum(turn.queued.values()) == selected  # every selected frame became a task
     done = turn.annotation
-    assert done.labeled + done.skipped == selected
-    assert done.labeled > 0
-    assert set(done.skip_reasons) <= {"kitti/000001 is a holdout image"}
+    assert done.labeled == selected  # no holdout scene in these frames: all can be labelled
+    assert done.skipped == 0, done.skip_reasons
     job = turn.job
     assert job["state"] == "succeeded", job["detail"]
     assert job["labels_used"] == done.labeled
