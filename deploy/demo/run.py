@@ -150,12 +150,22 @@ def run_loop(
         queued = ingest.wait_for(first.summary.frames_selected, timeout_s=120.0)
         _say(f"    label queue ({run_dir / 'queue.sqlite'}): {json.dumps(queued)}")
         _say("6/8 an annotator labels the queue over the labeling API (the drive's real boxes)")
+        t_labels = time.monotonic()
         done = annotate(ingest.api_url, TOKEN, DriveTruth(DATA))
+        t_labelled = time.monotonic()
         _say(f"    {done}")
         _say("7/8 retraining the camera model on the labels (on demand, as a labeling lead)")
         job = ingest.retrain("camera", timeout_s=900.0)
+        t_trained = time.monotonic()
         _say(f"    job {job['id']} {job['state']}: {job['detail']}")
         version = _wait_for_rollout(vehicle, job, timeout_s=120.0)
+        t_swapped = time.monotonic()
+        _say(
+            f"    labels to the vehicle's swap: {t_swapped - t_labels:.1f} s (labeling over the "
+            f"API {t_labelled - t_labels:.1f} s, retrain job incl. registry and publish "
+            f"{t_trained - t_labelled:.1f} s, then until the vehicle swapped "
+            f"{t_swapped - t_trained:.1f} s)"
+        )
         _say("8/8 replaying the drive again with the model the vehicle now runs")
         second = _replay(
             drive, cfg, speed, out / "report-retrained", bootstrap, topics.frames, cfg.manifest_path

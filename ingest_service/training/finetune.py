@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from edge_agent.models.metadata import ModelMetadata
 from ingest_service.errors import BlobStoreError
 from ingest_service.training.queue_data import JobError, queue_images, queue_sweeps
 from ingest_service.training.reference.common import FULL, QUICK
@@ -105,16 +106,9 @@ def finetune_camera(
         [*bundled, *queue.items], settings, seed, net=net, epochs=epochs, lr=1e-3
     )
     holdout_id = _digest(digests)
-    extra = {
-        "holdout_accuracy": json.dumps(after["accuracy"]),
-        "holdout_id": holdout_id,
-        "finetuned_from": str(checkpoint),
-        "retrain_job": str(spec["job_id"]),
-        "queue_labels_used": str(queue.tasks_used),
-    }
-    meta = _camera_metadata(settings, quick, data_root, extra)
-    version = f"{meta.version}-ft{spec['job_id']}"
-    meta = dataclasses.replace(meta, version=version)
+    extra = _lineage(after, holdout_id, checkpoint, spec, queue.tasks_used)
+    meta = _versioned(_camera_metadata(settings, quick, data_root, extra), spec)
+    version = meta.version
     digest, diff = export_camera(net, meta, job_dir / "camera.onnx", held[0].image)
     save_camera_checkpoint(net, job_dir / "camera.pt", settings, quick)
     return _result(
@@ -130,6 +124,24 @@ def finetune_camera(
         f" parity {diff:.1e}; {time.perf_counter() - start:.1f} s",
         queue.tasks_used,
     )
+
+
+def _lineage(
+    after: Mapping[str, Any], holdout_id: str, checkpoint: Path, spec: Mapping[str, Any], used: int
+) -> dict[str, str]:
+    """What the fine-tuned model's metadata says about where it comes from."""
+    return {
+        "holdout_accuracy": json.dumps(after["accuracy"]),
+        "holdout_id": holdout_id,
+        "finetuned_from": str(checkpoint),
+        "retrain_job": str(spec["job_id"]),
+        "queue_labels_used": str(used),
+    }
+
+
+def _versioned(meta: ModelMetadata, spec: Mapping[str, Any]) -> ModelMetadata:
+    """``meta`` with the version the edge sees: ``<base>-ft<job id>``."""
+    return dataclasses.replace(meta, version=f"{meta.version}-ft{spec['job_id']}")
 
 
 def _digest(files: Mapping[str, str]) -> str:
@@ -174,16 +186,9 @@ def finetune_lidar(
         [*bundled, *queue.items], meta, settings, seed, net=net, steps=steps, lr=1e-3,
         holdout=bundled,
     )  # fmt: skip
-    extra = {
-        "holdout_accuracy": json.dumps(after["accuracy"]),
-        "holdout_id": holdout_id,
-        "finetuned_from": str(checkpoint),
-        "retrain_job": str(spec["job_id"]),
-        "queue_labels_used": str(queue.tasks_used),
-    }
-    meta = lidar_metadata(settings, quick, data_root, extra)
-    version = f"{meta.version}-ft{spec['job_id']}"
-    meta = dataclasses.replace(meta, version=version)
+    extra = _lineage(after, holdout_id, checkpoint, spec, queue.tasks_used)
+    meta = _versioned(lidar_metadata(settings, quick, data_root, extra), spec)
+    version = meta.version
     sample = next(s for s in bundled if s.name == "nuscenes/LIDAR_TOP").points
     digest, diff = export_lidar(net, meta, job_dir / "lidar.onnx", sample)
     save_lidar_checkpoint(net, job_dir / "lidar.pt", settings, quick)
