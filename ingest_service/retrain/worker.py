@@ -1,7 +1,9 @@
 """Run a retrain job: the trainer as an external command, in a subprocess on the ingest host.
 
 The contract (``docs/loop.md``) lets any program be the trainer: ours, a Kubernetes Job's
-entry point, a Slurm script. The worker
+entry point, a Slurm script; with ``runner = "ray"`` the command is a Ray driver
+(:mod:`ingest_service.retrain.ray_runner`) that runs the trainer on a cluster, still a
+subprocess here. The worker
 
 1. moves the kind's queued job to ``running`` (:meth:`JobStore.start`);
 2. writes the job's inputs to a directory of its own, ``<work_dir>/<kind>-<id>-<attempt>/``:
@@ -48,7 +50,7 @@ from deploy.lifetime import die_with_parent
 from ingest_service.queue import LabelQueue
 from ingest_service.registry import ModelRegistry, Promotion, RegisteredModel
 from ingest_service.retrain.jobs import JobState, JobStore, RetrainJob
-from ingest_service.retrain.ray_runner import RayTarget, run_on_ray
+from ingest_service.retrain.ray_runner import RayTarget, driver_argv
 
 __all__ = ["TrainerCommand", "run_job", "work_once"]
 
@@ -204,18 +206,13 @@ def run_job(
     timeout_s = max(0.0, (deadline_ns - store.clock()) / 1e9)
     env = {**os.environ, **(extra_env or {}), "FLEETAL_RETRAIN_JOB_DIR": str(job_dir)}
     started = time.monotonic()
-    if command.ray is not None:
-        try:
-            rc, stopped = run_on_ray(command.ray, command.argv, job_dir, timeout_s, stop)
-        except Exception as exc:  # the cluster is not reachable: the attempt fails, retried
-            return store.fail_attempt(job.id, worker, f"trainer could not start on Ray: {exc}")
-    else:
-        try:
-            rc, stopped = _run_local(
-                [*command.argv, "--job-dir", str(job_dir)], env, log_path, timeout_s, stop
-            )
-        except OSError as exc:
-            return store.fail_attempt(job.id, worker, f"trainer could not start: {exc}")
+    argv = list(command.argv)
+    if command.ray is not None:  # the Ray driver is the trainer command (ray_runner)
+        argv = driver_argv(command.ray, argv, timeout_s)
+    try:
+        rc, stopped = _run_local([*argv, "--job-dir", str(job_dir)], env, log_path, timeout_s, stop)
+    except OSError as exc:
+        return store.fail_attempt(job.id, worker, f"trainer could not start: {exc}")
     seconds = time.monotonic() - started
     if stopped:
         why = f"attempt {job.attempts} interrupted after {seconds:.0f} s: the service stopped"

@@ -1,11 +1,14 @@
 """The retrain worker runs the trainer on a Ray cluster (``[retrain] runner = "ray"``): a real
 local Ray head the test starts (loopback, token authentication), a real SQLite queue. The
 trainer runs as a Ray task in a temporary job directory of its node; its result, its model
-and its log come back to the local job directory; the job's deadline cancels the task."""
+and its log come back to the local job directory; the job's deadline kills the driver and
+Ray the task. The service's process is never a Ray driver, so a cluster that goes away fails
+the attempt and nothing else."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -77,18 +80,60 @@ def test_the_trainer_runs_as_a_ray_task_and_its_outputs_come_back(
     assert remote_dir != str(local)  # it ran in the task's own directory
     assert not Path(remote_dir).exists()  # removed with the task
     log = (local / "trainer.log").read_text()
-    assert log.startswith("[ray node ")
+    assert log.startswith("[ray driver] connected to ")
+    assert "\n[ray node " in log  # the node's log follows the driver's
     assert "under ray::_train_on_node" in log  # the parent: the Ray worker running the task
     result = json.loads((local / "result.json").read_text())
     assert result["labels_used"] == 3
     late = by_kind["lidar"]
     assert late.state is JobState.FAILED  # one attempt, past its deadline: cancelled
     assert "timed out" in late.detail
-    assert "Ray task cancelled" in late.detail
+    assert "[ray driver] connected to " in late.detail  # the end of the driver's log
     deadline = time.monotonic() + 15
     while _running(str(trainer)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _running(str(trainer))  # the overrunning trainer died with its task
+
+
+def test_a_cluster_that_goes_away_fails_the_attempt_and_not_the_service(tmp_path: Path) -> None:
+    """Regression: the worker used to ``ray.init`` in the service's own process, and when the
+    cluster stopped Ray's core worker ended that process (the whole test run died with exit 1
+    after this module). Now the driver is a subprocess: here a job runs on a head, the head
+    stops, and the next job's attempt fails with the reason while this process goes on."""
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(TRAINER)
+    with LabelQueue.open(tmp_path / "queue.db") as queue:
+        _label(queue, 2)
+        store = JobStore(queue.db)
+        with LocalRay(num_cpus=1) as head:
+            target = RayTarget(head.address, head.token_file, num_cpus=1)
+            command = TrainerCommand(
+                (sys.executable, str(trainer)), tmp_path / "work", {"backend": "local"}, target
+            )
+            store.enqueue("camera", "on demand", 2, timeout_s=300)
+            (first,) = work_once(store, queue, ["camera"], command, worker="w")
+            assert first.state is JobState.SUCCEEDED, first.detail
+        time.sleep(2.0)  # before the fix, this process was gone by now
+        store.enqueue("camera", "on demand", 2, timeout_s=60, max_attempts=1)
+        started = time.monotonic()
+        (second,) = work_once(store, queue, ["camera"], command, worker="w")
+        assert time.monotonic() - started < 30  # refused at once, not after Ray's reconnects
+    assert second.state is JobState.FAILED
+    assert "trainer exited 3" in second.detail
+    assert f"no Ray cluster answers at {head.address}" in second.detail
+    assert "ray_address" in second.detail  # what to fix
+    assert "ray" not in sys.modules  # nothing here imported Ray, let alone connected
+
+
+def test_the_driver_refuses_a_command_line_without_a_job_dir() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "ingest_service.retrain.ray_runner", "--address", "x:1", "--", "t"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "--job-dir DIR" in run.stderr
 
 
 def _running(needle: str) -> list[int]:
