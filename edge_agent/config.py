@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from edge_agent.models.download import DownloadSettings
 from edge_agent.models.runner import RunnerConfig
 from edge_agent.quality import QualityConfig
 from edge_agent.sink import SinkConfig
@@ -175,8 +176,20 @@ class RolloutSection:
     public_key: Path | None = None
     """The fleet's Ed25519 public key (PEM): updates without a valid signature from the
     centre's key are refused (docs/loop.md); none: signatures are not checked."""
+    max_download_bytes: int = 2 * 1024**3
+    """Largest model this vehicle fetches when an update comes by url (models above the
+    centre's rollout.inline_max_bytes do); larger ones are refused."""
+    download_timeout_s: float = 600.0
+    """A model download that takes longer is abandoned and tried again later."""
+    download_token_file: Path | None = None
+    """A file holding a bearer token sent with model downloads (for a model server that asks
+    for one); none: no Authorization header (a presigned URL carries its own)."""
 
     def __post_init__(self) -> None:
+        if self.max_download_bytes < 1:
+            raise ValueError(f"max_download_bytes must be >= 1, got {self.max_download_bytes}")
+        if not self.download_timeout_s > 0:
+            raise ValueError(f"download_timeout_s must be > 0, got {self.download_timeout_s}")
         if self.rollback_window_frames < 1:
             raise ValueError(
                 f"rollback_window_frames must be >= 1, got {self.rollback_window_frames}"
@@ -185,6 +198,19 @@ class RolloutSection:
             raise ValueError(
                 f"rollback_error_rate must be in [0, 1), got {self.rollback_error_rate}"
             )
+
+    def download_settings(self) -> DownloadSettings:
+        """How models sent by url are fetched; ``ValueError`` if the token file is unreadable."""
+        token = None
+        if self.download_token_file is not None:
+            try:
+                token = self.download_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"rollout.download_token_file {self.download_token_file}: cannot read it "
+                    f"({exc}); fix the path or its permissions"
+                ) from exc
+        return DownloadSettings(self.max_download_bytes, self.download_timeout_s, token)
 
 
 @dataclass(frozen=True)

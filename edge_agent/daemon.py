@@ -160,6 +160,7 @@ def _start_rollout(cfg: AgentConfig, parts: Parts, stop: threading.Event) -> Non
         if cfg.rollout.public_key is None
         else load_public_key(cfg.rollout.public_key),
         vehicle_id=cfg.agent.vehicle_id,
+        download=cfg.rollout.download_settings(),
     )
     start_listener(
         rollout,

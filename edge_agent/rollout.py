@@ -10,9 +10,13 @@ each update it:
    :mod:`schemas.signing`); skips an update for a stage of a staged rollout that does not
    include this vehicle (``not_in_stage``: the canaries get it first; the widened update that
    follows reaches the rest); skips it when the version already runs;
-2. writes the model (carried ``inline``; ``url`` downloads are not implemented yet and are
-   refused with a clear reason) to ``<models_dir>/<name>-<version>.onnx`` atomically, checking
-   the size and the sha256 before anything else sees the file;
+2. writes the model to ``<models_dir>/<name>-<version>.onnx`` atomically, checking the size
+   and the sha256 before anything else sees the file: carried ``inline``, or fetched from the
+   update's ``url`` (http(s), streamed, never past the declared size, capped by
+   ``rollout.max_download_bytes``; :mod:`edge_agent.models.download`). A download that may
+   work later (server down, slow, cut short) is ``download_failed``: not committed, read
+   again after ``retry_s``; one that cannot (missing object, wrong bytes, too large) is
+   ``refused``;
 3. hot-swaps it into the slot of its kind (:class:`ModelSlot`: smoke inference first; a model
    that fails to load, fails the smoke test or changes the output shapes is refused and the
    running model stays);
@@ -22,7 +26,8 @@ each update it:
 5. prunes ``models_dir``: only the current and the previous model of each slot (and files the
    config names) stay; refused and superseded files are deleted;
 6. counts the outcome in ``fleetal_edge_model_swaps_total{result}`` (``ok``, ``refused``,
-   ``bad_signature``, ``not_in_stage``, ``skipped``, ``store_failed``, ``rolled_back``) and
+   ``bad_signature``, ``not_in_stage``, ``skipped``, ``store_failed``, ``download_failed``,
+   ``rolled_back``) and
    commits the offset, so a refused update is not retried forever.
 
 A model that cannot be stored (disk full: ``OSError`` while writing) is ``store_failed``: the
@@ -56,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edge_agent import __version__
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models import manifest
+from edge_agent.models.download import DownloadError, DownloadSettings, fetch
 from edge_agent.models.errors import ModelError
 from edge_agent.models.hotswap import ModelSlot, SwapReport
 from edge_agent.models.manifest import ManifestEntry, ManifestError, ModelRef
@@ -73,7 +79,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "refused", "bad_signature", "not_in_stage", "skipped", "store_failed"]
+Outcome = Literal[
+    "ok", "refused", "bad_signature", "not_in_stage", "skipped", "store_failed", "download_failed"
+]
+_RETRY_LATER = ("store_failed", "download_failed")  # not committed: read again later
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
@@ -117,8 +126,10 @@ class ModelRollout:
         rollback_error_rate: float = ROLLBACK_ERROR_RATE,
         public_key: Ed25519PublicKey | None = None,
         vehicle_id: str | None = None,
+        download: DownloadSettings | None = None,
     ) -> None:
         self.slots = dict(slots)
+        self.download = download or DownloadSettings()
         self.vehicle_id = vehicle_id
         self.public_key = public_key
         self.models_dir = models_dir
@@ -151,9 +162,11 @@ class ModelRollout:
     def count(self, result: RolloutResult) -> RolloutResult:
         if self.metrics is not None:
             self.metrics.model_swaps.labels(result.outcome).inc()
-        level = {"refused": logging.WARNING, "store_failed": logging.ERROR}.get(
-            result.outcome, logging.INFO
-        )
+        level = {
+            "refused": logging.WARNING,
+            "store_failed": logging.ERROR,
+            "download_failed": logging.ERROR,
+        }.get(result.outcome, logging.INFO)
         log.log(level, "model update %s: %s", result.outcome, result.detail)
         return result
 
@@ -192,29 +205,17 @@ class ModelRollout:
             meta = running.current.metadata
             if meta.name == update.name and meta.version == update.version:
                 return self.count(RolloutResult("skipped", f"{what} already runs"))
-        if update.inline is None:
-            return self.count(
-                RolloutResult(
-                    "refused",
-                    f"{what} comes by url ({update.url}); this agent only takes inline models",
-                )
-            )
-        data = update.inline
-        if len(data) != update.size_bytes:
-            return self.count(
-                RolloutResult(
-                    "refused", f"{what}: {len(data)} bytes, the update says {update.size_bytes}"
-                )
-            )
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != update.sha256:
-            return self.count(
-                RolloutResult(
-                    "refused", f"{what}: sha256 {digest[:12]} != {update.sha256[:12]} (corrupt)"
-                )
-            )
+        if update.inline is not None:
+            checked = self._check_inline(update, what)
+            if checked is not None:
+                return self.count(checked)
+        elif not update.url:
+            return self.count(RolloutResult("refused", f"{what} has neither a model nor a url"))
         try:
-            path = self._store(update, data)
+            path = self._store(update)
+        except DownloadError as exc:
+            outcome: Outcome = "download_failed" if exc.transient else "refused"
+            return self.count(RolloutResult(outcome, f"{what}: {exc}; the running model stays"))
         except OSError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             return self.count(
@@ -251,18 +252,48 @@ class ModelRollout:
             f"{report.provider} in {report.seconds:.2f} s",
         )
 
-    def _store(self, update: ModelUpdate, data: bytes) -> Path:
+    @staticmethod
+    def _check_inline(update: ModelUpdate, what: str) -> RolloutResult | None:
+        """Why the inline model does not match its update, or None."""
+        data = update.inline or b""
+        if len(data) != update.size_bytes:
+            return RolloutResult(
+                "refused", f"{what}: {len(data)} bytes, the update says {update.size_bytes}"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != update.sha256:
+            return RolloutResult(
+                "refused", f"{what}: sha256 {digest[:12]} != {update.sha256[:12]} (corrupt)"
+            )
+        return None
+
+    def _store(self, update: ModelUpdate) -> Path:
+        """The update's model in ``models_dir`` (written, or fetched from its url), fsynced;
+        ``DownloadError`` or ``OSError`` with nothing left behind."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
         name = _SAFE.sub("_", f"{update.name}-{update.version}") + ".onnx"
         path = self.models_dir / name
         tmp = path.with_suffix(".onnx.tmp")
         try:
-            with tmp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            if update.inline is not None:
+                with tmp.open("wb") as fh:
+                    fh.write(update.inline)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            else:
+                assert update.url is not None
+                d = self.download
+                fetch(
+                    update.url,
+                    tmp,
+                    size_bytes=update.size_bytes,
+                    sha256=update.sha256,
+                    max_bytes=d.max_bytes,
+                    timeout_s=d.timeout_s,
+                    token=d.token,
+                )
             tmp.replace(path)
-        except OSError:
+        except (OSError, DownloadError):
             tmp.unlink(missing_ok=True)  # a partial file must not fill the disk further
             raise
         return path
@@ -375,7 +406,7 @@ def consume_updates(
                     continue
                 if payload is not None:
                     result = rollout.apply_raw(payload)
-                    if result.outcome == "store_failed":
+                    if result.outcome in _RETRY_LATER:
                         raise RetryLaterError(result.detail)  # no commit: read it again later
         reasm.expire(clock())
         if batches and reasm.inflight_frames == 0:
@@ -423,6 +454,8 @@ def start_listener(
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                    # a model download runs between two polls: the group must wait for it
+                    max_poll_interval_ms=int((rollout.download.timeout_s + 60.0) * 1000),
                     **security,
                 )
             except KafkaError as exc:

@@ -44,7 +44,7 @@ from ingest_service.errors import (
     BlobStoreUnavailableError,
 )
 
-__all__ = ["BlobRef", "BlobStore", "LocalBlobStore", "S3BlobStore", "open_blob_store"]
+__all__ = ["BlobRef", "BlobStore", "LocalBlobStore", "S3BlobStore", "blob_key", "open_blob_store"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,17 @@ class BlobRef:
         return cls(sha, size)
 
 
+def blob_key(ref: BlobRef) -> str:
+    """The blob's place under the store's root (local directory, or S3 bucket and prefix):
+    ``aa/bb/<sha256>``, the same in every backend, so one base URL serves either.
+
+    >>> blob_key(BlobRef("ab" * 32, 3))[:16]
+    'ab/ab/abababab'
+    """
+    sha = ref.sha256
+    return f"{sha[0:2]}/{sha[2:4]}/{sha}"
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Where sensor blobs live. Every implementation is content-addressed and idempotent."""
@@ -148,8 +159,7 @@ class LocalBlobStore:
 
     def path_for(self, ref: BlobRef) -> Path:
         """Where the blob named by ``ref`` lives (whether or not it exists)."""
-        sha = ref.sha256
-        return self.root / sha[0:2] / sha[2:4] / sha
+        return self.root / blob_key(ref)
 
     def put(self, data: bytes) -> BlobRef:
         ref = BlobRef.of(data)
@@ -306,8 +316,7 @@ class S3BlobStore:
 
     def key_for(self, ref: BlobRef) -> str:
         """The object key of the blob named by ``ref`` (whether or not it exists)."""
-        sha = ref.sha256
-        leaf = f"{sha[0:2]}/{sha[2:4]}/{sha}"
+        leaf = blob_key(ref)
         return f"{self.prefix}/{leaf}" if self.prefix else leaf
 
     def url_for(self, ref: BlobRef) -> str:

@@ -377,19 +377,15 @@ def _publish(cfg: IngestConfig, kind: str, version: int | None, *, whole_fleet: 
         update = StagedRollout(cfg, registry, fleet, send).start(kind, version)
         stage = "to the canaries (`ingest-service rollout-status` follows it)"
     else:
-        update = build_update(
-            registry,
-            kind,
-            version,
-            signing_key=cfg.rollout.signing_key,
-            min_agent_version=cfg.rollout.min_agent_version,
-        )
+        update = build_update(cfg, registry, kind, version)
         send(update)
         stage = "to the whole fleet"
     signed = "signed" if update.signature is not None else "UNSIGNED (no rollout.signing_key)"
+    carried = "inline" if update.url is None else f"by reference: {update.url}"
     print(
         f"published {update.name} {update.version} ({update.size_bytes} bytes, sha256 "
-        f"{update.sha256[:12]}, {signed}) {stage} on {cfg.rollout.topic} in {sent[0]} records"
+        f"{update.sha256[:12]}, {signed}, {carried}) {stage} on {cfg.rollout.topic} in "
+        f"{sent[0]} records"
     )
     return 0
 

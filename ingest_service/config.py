@@ -422,6 +422,13 @@ class PublishSection:
     """Agents older than this ignore the updates published."""
     max_message_bytes: int = 900_000
     """Chunk size on the topic (below the broker's message.max.bytes)."""
+    inline_max_bytes: int = 64 * 1024 * 1024
+    """Models up to this size travel inline on the topic (in chunks); larger ones go by
+    reference: stored in the blob store and sent as model_base_url + the blob's key."""
+    model_base_url: str = ""
+    """Where vehicles fetch models sent by reference: an http(s) address serving the blob
+    store's root (the S3 bucket, or a web server over [blobs] root), e.g.
+    https://models.fleet.example/blobs; empty: models above inline_max_bytes are refused."""
     auto_publish: bool = False
     """Publish every model a retrain run makes production, as soon as it is promoted."""
     canary_vehicles: tuple[str, ...] = ()
@@ -447,6 +454,12 @@ class PublishSection:
             raise ValueError("topic: must not be empty")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes: must be >= 1024, got {self.max_message_bytes}")
+        if self.inline_max_bytes < 0:
+            raise ValueError(f"inline_max_bytes: must be >= 0, got {self.inline_max_bytes}")
+        if self.model_base_url and not self.model_base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"model_base_url: vehicles fetch models over http(s), got {self.model_base_url!r}"
+            )
         if not (math.isfinite(self.canary_fraction) and 0.0 <= self.canary_fraction < 1.0):
             raise ValueError(f"canary_fraction: must be in [0, 1), got {self.canary_fraction}")
         if not (math.isfinite(self.canary_max_error_rise) and self.canary_max_error_rise >= 0):

@@ -5,6 +5,10 @@ registry's ``production``) from the model registry, checks its sha256, reads the
 version the edge runner will see from the ONNX metadata, signs the update with the centre's
 Ed25519 key (``[rollout] signing_key``; :mod:`schemas.signing`) and sends it in chunks on the
 models topic (``[rollout] topic``), where every agent reads it (``edge_agent.rollout``).
+A model larger than ``[rollout] inline_max_bytes`` goes by reference instead: its bytes are
+put in the blob store (content-addressed) and the update carries ``model_base_url`` + the
+blob's key (:func:`ingest_service.blobstore.blob_key`), with the same sha256, size and
+signature; the vehicle fetches and checks it (``edge_agent.models.download``).
 ``ingest-service rollout-keygen`` makes the key pair: the private key stays at the centre, the
 public key goes to every vehicle (``[rollout] public_key`` of the agent).
 """
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.models.metadata import read_metadata
+from ingest_service.blobstore import blob_key, open_blob_store
 from ingest_service.config import IngestConfig
 from ingest_service.registry import ModelRegistry, RegistryError
 from schemas.kafka_net import first_reachable
@@ -29,17 +34,18 @@ __all__ = ["build_update", "publish"]
 
 
 def build_update(
+    cfg: IngestConfig,
     registry: ModelRegistry,
     kind: str,
     version: int | None,
     *,
-    signing_key: Path | None,
-    min_agent_version: str,
     target_vehicles: tuple[str, ...] = (),
     target_fraction: float = 1.0,
 ) -> ModelUpdate:
-    """The signed (with a key) inline update of ``kind``'s ``version`` (``None``: production),
-    for the whole fleet or for a stage (``target_vehicles``, ``target_fraction``)."""
+    """The update of ``kind``'s ``version`` (``None``: production), for the whole fleet or for
+    a stage (``target_vehicles``, ``target_fraction``): inline or by reference by its size,
+    signed when ``[rollout] signing_key`` is set."""
+    settings = cfg.rollout
     if version is None:
         production = registry.alias(kind, "production")
         if production is None:
@@ -49,20 +55,43 @@ def build_update(
         path = registry.download(kind, version, Path(tmp))
         data = path.read_bytes()
         meta = read_metadata(path)
+    url = None
+    if len(data) > settings.inline_max_bytes:
+        url = _by_reference(cfg, data, f"{meta.name} {meta.version}")
     update = ModelUpdate(
         name=meta.name,
         version=meta.version,
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
-        min_agent_version=min_agent_version,
+        min_agent_version=settings.min_agent_version,
         created_ns=time.time_ns(),
-        inline=data,
+        url=url,
+        inline=None if url else data,
         target_vehicles=target_vehicles,
         target_fraction=target_fraction,
     )
-    if signing_key is not None:
-        update = sign_update(update, load_private_key(signing_key))
+    if settings.signing_key is not None:
+        update = sign_update(update, load_private_key(settings.signing_key))
     return update
+
+
+def _by_reference(cfg: IngestConfig, data: bytes, what: str) -> str:
+    """Put the model in the blob store; the URL vehicles fetch it from."""
+    base = cfg.rollout.model_base_url
+    if not base:
+        raise RegistryError(
+            f"{what} is {len(data)} bytes, above [rollout] inline_max_bytes "
+            f"({cfg.rollout.inline_max_bytes}): set [rollout] model_base_url to where vehicles "
+            "can fetch the blob store over http(s), or raise inline_max_bytes"
+        )
+    store = open_blob_store(cfg)
+    try:
+        ref = store.put(data)
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    return f"{base.rstrip('/')}/{blob_key(ref)}"
 
 
 def publish(cfg: IngestConfig, update: ModelUpdate, *, timeout_s: float = 60.0) -> int:

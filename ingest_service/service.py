@@ -189,13 +189,7 @@ class IngestService:
             if self.config.rollout.staged:
                 update = self._staged(registry).start(job.kind, int(number))
             else:
-                update = build_update(
-                    registry,
-                    job.kind,
-                    int(number),
-                    signing_key=self.config.rollout.signing_key,
-                    min_agent_version=self.config.rollout.min_agent_version,
-                )
+                update = build_update(self.config, registry, job.kind, int(number))
                 publish(self.config, update)
         except Exception as exc:
             self.metrics.models_published.labels(job.kind, "failed").inc()

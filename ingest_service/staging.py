@@ -200,6 +200,7 @@ class StagedRollout:
         on_decision: Callable[[Decision], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        self.ingest = cfg
         self.cfg = cfg.rollout
         self.registry = registry
         self.fleet = fleet
@@ -211,11 +212,10 @@ class StagedRollout:
         from ingest_service.rollout import build_update
 
         return build_update(
+            self.ingest,
             self.registry,
             kind,
             version,
-            signing_key=self.cfg.signing_key,
-            min_agent_version=self.cfg.min_agent_version,
             target_vehicles=self.cfg.canary_vehicles if staged else (),
             target_fraction=self.cfg.canary_fraction if staged else 1.0,
         )

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from schemas.models_topic import publish_model
 from schemas.signing import generate_keypair, load_private_key, load_public_key, sign_update
 from tests.support.agent_process import spawn_agent
 from tests.support.frames_topic import frames_on
+from tests.support.http_files import serving
 from tests.support.rollout_listener import listening
 from tests.support.tiny_models import DATA, REPO, build_lidar, lidar_props
 
@@ -94,8 +96,8 @@ def test_update_rules_without_a_broker(tmp_path: Path) -> None:
         "skipped"
     )
     assert rollout.apply(_update(v2, "tiny-lidar-1")).outcome == "skipped"  # already runs
-    url = _update(v2, "tiny-lidar-2", inline=None, url="https://models.example/x.onnx")
-    assert "only takes inline" in rollout.apply(url).detail
+    url = _update(v2, "tiny-lidar-2", inline=None, url="s3://models/x.onnx")
+    assert "only http(s) is fetched" in rollout.apply(url).detail
     bad = _update(v2, "tiny-lidar-2", sha256="0" * 64)
     assert "corrupt" in rollout.apply(bad).detail
     garbage = _update(v2, "tiny-lidar-3", data=b"not an onnx model")
@@ -106,6 +108,40 @@ def test_update_rules_without_a_broker(tmp_path: Path) -> None:
     ok = rollout.apply(_update(v2, "tiny-lidar-2"))
     assert ok.outcome == "ok", ok.detail
     assert slot.current.metadata.version == "tiny-lidar-2"
+
+
+def test_a_model_sent_by_url_is_fetched_checked_and_swapped_in(tmp_path: Path) -> None:
+    """A real HTTP server on loopback. Before it is up the update is ``download_failed``
+    (read again later); a missing object and wrong bytes are ``refused``; in every case the
+    old model runs and nothing is stored; once it serves the model, the slot swaps to it."""
+    rollout, slot, registry = _rollout(tmp_path)
+    v2 = _lidar_version(tmp_path, 2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = _update(v2, "tiny-lidar-2", inline=None, url=f"http://127.0.0.1:{port}/v2.onnx")
+    later = rollout.apply(down)
+    assert later.outcome == "download_failed"
+    assert "tried again later" in later.detail
+    with serving() as http:
+        by_url = _update(v2, "tiny-lidar-2", inline=None, url=f"{http.base_url}/blobs/v2.onnx")
+        missing = rollout.apply(by_url)
+        assert missing.outcome == "refused"
+        assert "HTTP 404" in missing.detail
+        http.routes["/blobs/v2.onnx"] = (200, b"a different file")
+        wrong = rollout.apply(dataclasses.replace(by_url, size_bytes=16))
+        assert wrong.outcome == "refused"
+        assert "not the model the update names" in wrong.detail
+        assert slot.current.metadata.version == "tiny-lidar-1"
+        assert not list((tmp_path / "models").glob("*tiny-lidar-2*"))
+        http.routes["/blobs/v2.onnx"] = (200, v2.read_bytes())
+        ok = rollout.apply(by_url)
+    assert ok.outcome == "ok", ok.detail
+    assert slot.current.metadata.version == "tiny-lidar-2"
+    stored = tmp_path / "models" / "tiny-lidar-tiny-lidar-2.onnx"
+    assert stored.read_bytes() == v2.read_bytes()
+    assert _count(registry, "download_failed") == 1
+    assert _count(registry, "refused") == 2
 
 
 def test_with_the_fleet_key_only_signed_updates_are_taken(tmp_path: Path) -> None:
@@ -489,3 +525,56 @@ def test_the_centre_publishes_a_registered_model_signed_and_the_agent_takes_only
     assert slot.current.metadata.version == "tiny-lidar-2"  # the signed one
     assert _count(metrics, "bad_signature") == 1  # the unsigned one, refused first
     assert _count(metrics, "ok") == 1
+
+
+@pytest.mark.integration
+def test_a_model_above_the_inline_limit_goes_by_reference_through_the_blob_store(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    """``publish-model`` with ``inline_max_bytes`` below the model's size: without
+    ``model_base_url`` it refuses with what to set; with it, the model goes into the blob store,
+    one small record carries its URL, and the agent fetches it from a real HTTP server over the
+    store's root, checks it and swaps."""
+    registry = ModelRegistry.embedded(tmp_path / "registry")
+    v2 = _lidar_version(tmp_path, 2)
+    registry.register("lidar", v2, metric=0.9)
+    assert registry.promote("lidar", 1).promoted
+    blobs = tmp_path / "blobs"
+    with serving(blobs, prefix="/blobs") as http:
+        base = (
+            f'[kafka]\nbootstrap_servers = ["{kafka.bootstrap}"]\n'
+            f'[queue]\ndatabase = "{tmp_path / "q.db"}"\n'
+            f'[blobs]\nroot = "{blobs}"\n'
+            f'[registry]\ndata_dir = "{tmp_path / "registry"}"\n'
+            f'[rollout]\ntopic = "{topic}"\ninline_max_bytes = 256\n'
+        )
+        no_url, by_ref = tmp_path / "no_url.toml", tmp_path / "by_ref.toml"
+        no_url.write_text(base)
+        by_ref.write_text(base + f'model_base_url = "{http.base_url}/blobs/"\n')
+
+        def publish(config: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "ingest_service.cli", "publish-model", "--kind", "lidar",
+                 "--config", str(config)],
+                capture_output=True, text=True, timeout=120, cwd=REPO,
+            )  # fmt: skip
+
+        refused = publish(no_url)
+        assert refused.returncode != 0
+        assert "above [rollout] inline_max_bytes (256)" in refused.stderr
+        assert "model_base_url" in refused.stderr
+        done = publish(by_ref)
+        assert done.returncode == 0, done.stderr
+        assert "by reference" in done.stdout
+        assert " in 1 records" in done.stdout  # the URL, not the model, crossed Kafka
+        sha = hashlib.sha256(v2.read_bytes()).hexdigest()
+        assert (blobs / sha[:2] / sha[2:4] / sha).read_bytes() == v2.read_bytes()
+
+        rollout, slot, metrics = _rollout(tmp_path)
+        with listening(rollout, kafka.bootstrap, topic, "edge-veh-by-ref"):
+            deadline = time.monotonic() + 60
+            while slot.current.metadata.version != "tiny-lidar-2" and time.monotonic() < deadline:
+                time.sleep(0.2)
+    assert slot.current.metadata.version == "tiny-lidar-2"
+    assert _count(metrics, "ok") == 1
+    assert any(r.get("accept") == "application/octet-stream" for r in http.requests)
