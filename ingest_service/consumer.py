@@ -42,6 +42,7 @@ from ingest_service.blobrefs import BlobRefs
 from ingest_service.blobstore import BlobRef, BlobStore
 from ingest_service.config import IngestConfig
 from ingest_service.errors import IngestError
+from ingest_service.group_assign import AssignmentWatch
 from ingest_service.metrics import IngestMetrics
 from ingest_service.offsets import Partition, SafeOffsetTracker
 from ingest_service.queue import FrameRecord, LabelQueue
@@ -257,6 +258,7 @@ class IngestConsumer:
         self._consumer: Any = None
         self._producer: Any = None
         self._assigned: set[Partition] = set()
+        self._assignment = AssignmentWatch(grace_s=2 * METADATA_MAX_AGE_MS / 1000, clock=clock)
         self._lag: dict[Partition, int] = {}
         self._lag_lock = threading.Lock()
         self._lag_at = -math.inf
@@ -292,6 +294,7 @@ class IngestConsumer:
             timeout_ms=self.config.consumer.poll_timeout_ms, max_records=kafka.max_poll_records
         )
         self._last_poll = self.clock()
+        self._rejoin_if_assigned_blind()
         now = self.clock()
         completed: list[_Complete] = []
         for records in batch.values():
@@ -302,6 +305,22 @@ class IngestConsumer:
         if stored and self._flush_dead_letters(stop):
             self._commit()
         self._observe(now)
+
+    def _rejoin_if_assigned_blind(self) -> None:
+        """Rejoin the group when its leader (this member) gave a topic's partitions to no one
+        for want of metadata (:mod:`ingest_service.group_assign`)."""
+        if self._assigned:
+            return  # it holds partitions: kafka-python's own rebalancing is at work
+        topics = self._assignment.due(lambda t: bool(self._consumer.partitions_for_topic(t)))
+        if not topics:
+            return
+        log.warning(
+            "ingest: the group's assignment left %s to no member (the leader had no partition "
+            "metadata for it yet); rejoining so that it is assigned",
+            ", ".join(sorted(topics)),
+        )
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([self.config.kafka.topic], listener=_listener(self))
 
     def lag_snapshot(self) -> dict[Partition, int]:
         """The per-partition lag the loop cached last (safe from any thread)."""
@@ -404,6 +423,7 @@ class IngestConsumer:
             request_timeout_ms=k.request_timeout_ms,
             bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            partition_assignment_strategy=self._assignment.strategies(),
             **security,
         )
         self._consumer.subscribe([k.topic], listener=_listener(self))
