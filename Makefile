@@ -47,7 +47,7 @@ $(UV):
 # .venv is exactly uv.lock (checked in): `--locked` refuses to run when pyproject.toml and the
 # lock disagree, so a fresh machine installs the very versions CI tested. `make lock` updates it.
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra test --extra bench --extra evaluate --extra registry --extra ray --python $(PYTHON) --quiet
+	$(UV) sync --locked --extra centre --extra report --extra test --extra bench --extra evaluate --extra ray --python $(PYTHON) --quiet
 	@touch $(STAMP)
 
 # Re-resolve the lock after changing dependencies in pyproject.toml (upgrade one package:

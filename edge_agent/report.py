@@ -9,7 +9,9 @@ frame dropped on an error, one line each: the logs are rate-limited, the report 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import logging
 import math
 import os
 from collections import Counter
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ReportDirError
+
+log = logging.getLogger(__name__)
 
 FRAME_COLUMNS = (
     "seq",
@@ -179,6 +183,13 @@ def write_report(out_dir: Path, rows: Sequence[FrameRow], summary: Summary) -> l
     written = [_write_summary(out_dir / "summary.json", summary)]
     written.append(_write_csv(out_dir / "frames.csv", rows))
     written.append(_write_problems(out_dir / "problems.csv", rows))
+    if importlib.util.find_spec("matplotlib") is None:
+        log.warning(
+            "replay report %s: no plots (matplotlib is not installed: install the `report` "
+            "extra, pip install 'fleet-active-learning[report]'); summary and CSVs written",
+            out_dir,
+        )
+        return written
     written.append(plot_timeline(out_dir / "score_timeline.png", rows, summary))
     track = plot_track(out_dir / "ego_track.png", rows, summary)
     if track is not None:

@@ -44,10 +44,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from edge_agent.kafka_config import KafkaSecurity
 from edge_agent.spool import Spool, SpoolEntry, SpoolError
 from schemas.chunking import split_payload
 from schemas.errors import SchemaError
+from schemas.kafka_config import KafkaSecurity
 from schemas.kafka_net import first_reachable
 
 log = logging.getLogger(__name__)

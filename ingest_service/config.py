@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from edge_agent.kafka_config import KafkaSecurity
 from schemas.config import ConfigError, load_config
+from schemas.kafka_config import KafkaSecurity
 
 if TYPE_CHECKING:
     from ingest_service.registry import ModelRegistry

@@ -1,4 +1,4 @@
-"""How the edge agent reaches a Kafka cluster securely: TLS and SASL, as kafka-python kwargs.
+"""How both sides (agent and centre) reach a Kafka cluster securely: TLS and SASL, as kwargs.
 
 Production clusters are reached with TLS and SASL (DESIGN decision 1); the local test broker
 speaks PLAINTEXT. :class:`KafkaSecurity` is a frozen, validated configuration table

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from edge_agent.kafka_config import KafkaSecurity
 from edge_agent.sink import KafkaSink, SinkConfig
 from edge_agent.spool import Spool
 from schemas.chunking import Reassembler
+from schemas.kafka_config import KafkaSecurity
 
 
 class FakeTimeoutError(Exception):
