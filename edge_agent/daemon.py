@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 
@@ -34,11 +35,14 @@ from edge_agent.sources import SourceOptions, SpoolDirSource, open_source
 from edge_agent.sources.base import FrameSource
 from edge_agent.spool import Spool, SpoolError
 from schemas.ops import OpsServer
+from schemas.sdnotify import Watchdog, notify
 from schemas.signing import load_public_key
 
 log = logging.getLogger(__name__)
 
 __all__ = ["check", "open_live_source", "run"]
+
+_STUCK_S = 60.0  # one frame in the pipeline this long: hung (the unit's WatchdogSec is 90)
 
 
 def open_live_source(cfg: AgentConfig) -> FrameSource:
@@ -65,6 +69,31 @@ def open_live_source(cfg: AgentConfig) -> FrameSource:
         cameras=options.cameras,
         sync_tolerance_ns=options.sync_tolerance_ns,
     )
+
+
+class _InFlight:
+    """When the frame the pipeline is on went in (for the watchdog: a frame stuck in a model
+    or a decoder for longer than the watchdog allows means a hung daemon). The first frame is
+    not judged: it may carry the providers' warm-up (a TensorRT engine build takes minutes)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.done = 0
+
+    def enter(self) -> None:
+        self.since = time.monotonic()
+
+    def leave(self) -> None:
+        self.since = None
+        self.done += 1
+
+    def liveness(self, sink: KafkaSink, stuck_s: float) -> str | None:
+        if not sink.running:
+            return "the uplink thread stopped"
+        since = self.since
+        if self.done and since is not None and time.monotonic() - since > stuck_s:
+            return f"one frame has been in the pipeline for {time.monotonic() - since:.0f} s"
+        return None
 
 
 @dataclass
@@ -111,10 +140,15 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
     sink.start()
+    in_flight = _InFlight()
+    watchdog = Watchdog(lambda: in_flight.liveness(sink, stuck_s=_STUCK_S)).start()
+    notify(f"READY=1\nSTATUS=scoring frames from {cfg.source.path}")
     frames = 0
     try:
         for item in source.frames():
+            in_flight.enter()
             row = parts.pipeline.process(item)
+            in_flight.leave()
             health.frame(row.reason)
             frames += 1
             if frames % cfg.agent.state_every_frames == 0:
@@ -126,6 +160,8 @@ def run(cfg: AgentConfig, *, stop: threading.Event | None = None) -> int:
         log.error("spool failed, stopping: %s", exc)
         return 1
     finally:
+        notify("STOPPING=1")
+        watchdog.stop()
         save_state(parts.selector, cfg.state_path)
         source.close()
         parts.pipeline.flush_logs()  # the counts of bad inputs the rate limits held back

@@ -780,6 +780,11 @@ class KafkaSink:
         with self._round_lock:
             self._drop_producer()
 
+    @property
+    def running(self) -> bool:
+        """Whether the sender thread is alive (started and not ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Drain, then stop: the daemon's shutdown step.
 

@@ -176,12 +176,19 @@ def _run(cfg: IngestConfig, tokens: dict[str, str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from schemas.sdnotify import Watchdog, notify
+
+    watchdog = Watchdog(service.liveness)
     try:
         service.start()
+        watchdog.start()
+        notify(f"READY=1\nSTATUS=consuming {cfg.kafka.topic}")
         while not service.stop_event.wait(1.0):
             pass
+        notify("STOPPING=1")
         code = service.wait(cfg.consumer.drain_timeout_s + 30.0)
     finally:
+        watchdog.stop()
         service.close()
     log.info("ingest-service stopped (exit %d)", code)
     return code

@@ -290,6 +290,25 @@ class IngestService:
         self._api.start()
         log.info("labeling API on %s:%d", self.config.api.host, self.api_port)
 
+    def liveness(self) -> str | None:
+        """None while every part that was started runs, else which one stopped (systemd's
+        watchdog then restarts the service: :mod:`schemas.sdnotify`)."""
+        if self.stop_event.is_set():
+            return None  # stopping: the threads end on purpose
+        threads = (
+            self._consumer_thread,
+            self._maintenance,
+            self._retrain_thread,
+            self._worker_thread,
+            self._staging_thread,
+        )
+        for thread in threads:
+            if thread is not None and not thread.is_alive():
+                return f"the {thread.name} thread stopped"
+        if self._api is not None and not self._api.running:
+            return "the labeling API's server stopped"
+        return None
+
     def request_stop(self) -> None:
         """Stop polling; the consumer finishes its current write, commits and closes."""
         self.stop_event.set()

@@ -53,6 +53,11 @@ class ApiServer:
         self._sock: socket.socket | None = None
 
     @property
+    def running(self) -> bool:
+        """Whether the serving thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def port(self) -> int:
         """The bound port (after :meth:`start`)."""
         if self._sock is None:

@@ -23,6 +23,7 @@ from edge_agent.frame import Frame
 from edge_agent.sources import open_source, write_spool_frame
 from tests.support.agent_process import spawn_agent
 from tests.support.kafka_leaks import LEAK_FILTER, collect_leaked_sockets
+from tests.support.notify_socket import notify_listener
 from tests.support.tiny_models import build_camera, build_lidar
 
 __all__ = ["collect_leaked_sockets"]  # the autouse fixture, imported to take effect
@@ -130,6 +131,29 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_under_systemd_the_daemon_says_ready_pings_the_watchdog_and_says_stopping(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    """As a Type=notify unit with a watchdog starts it (deploy/systemd/edge-agent.service)."""
+    with notify_listener(tmp_path / "notify.sock") as systemd:
+        cfg, env, _ = _daemon(tmp_path, "sd", kafka.bootstrap, topic, **systemd.env(1.0))
+        for frame in _frames(build_demo_drive(tmp_path / "drive", frames=3)):
+            write_spool_frame(cfg.parent / "bridge", frame)
+        proc = spawn_agent(cfg, env, tmp_path / "sd.log")
+        try:
+            ready = systemd.wait_for("READY=1")
+            assert f"STATUS=scoring frames from {cfg.parent / 'bridge'}" in ready
+            systemd.wait_for("WATCHDOG=1")
+            first = len(systemd.messages)
+            time.sleep(1.5)
+            systemd.wait_for("WATCHDOG=1")
+            assert len(systemd.messages) > first  # it keeps pinging while alive
+        finally:
+            _stop(proc)
+        assert proc.returncode == 0, (tmp_path / "sd.log").read_text()[-2000:]
+        systemd.wait_for("STOPPING=1", timeout_s=5)
 
 
 def test_check_asks_the_running_daemon_and_kafka_down_makes_it_unhealthy(

@@ -44,6 +44,7 @@ from tests.integration.ingest_child import (
     producer,
     send,
 )
+from tests.support.notify_socket import notify_listener
 
 pytestmark = pytest.mark.integration
 
@@ -522,7 +523,7 @@ port = 0
     finally:
         prod.close(timeout=30)
     log_path = tmp_path / "run.log"
-    with log_path.open("wb") as log_file:
+    with log_path.open("wb") as log_file, notify_listener(tmp_path / "notify.sock") as systemd:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ingest_service.cli", "run", "--config", str(config)],
             stdout=log_file,
@@ -532,9 +533,12 @@ port = 0
                 **os.environ,
                 "PYTHONWARNINGS": "ignore::DeprecationWarning",
                 "FLEETAL_KAFKA__GROUP_ID": f"cli-{topic}",
+                **systemd.env(watchdog_s=1.0),  # as under the Type=notify unit
             },
         )
         try:
+            assert f"STATUS=consuming {topic}" in systemd.wait_for("READY=1")
+            systemd.wait_for("WATCHDOG=1")  # every thread alive
             wait_for(
                 "3 tasks from the CLI", lambda: database.exists() and task_count(str(database)) == 3
             )
@@ -560,6 +564,7 @@ port = 0
             assert b"fleetal_ingest_api_request_seconds_count" in metrics
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(DEADLINE_S) == 0, log_path.read_text()[-3000:]
+            systemd.wait_for("STOPPING=1", timeout_s=5)
         finally:
             if proc.poll() is None:
                 proc.kill()
