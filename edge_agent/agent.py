@@ -240,4 +240,5 @@ def _spool_stats(spool: Spool) -> SpoolStats:
         oldest_age_s=s.oldest_age_s,
         evicted_total=s.evicted_total,
         held=s.held,
+        max_bytes=s.max_bytes,
     )

@@ -29,6 +29,7 @@ class SpoolStats:
     oldest_age_s: float
     evicted_total: int
     held: int = 0
+    max_bytes: int = 0
 
 
 class _SpoolCollector(Collector):
@@ -42,6 +43,11 @@ class _SpoolCollector(Collector):
         )
         yield GaugeMetricFamily(
             "fleetal_edge_spool_bytes", "Bytes of the frames waiting in the spool", value=s.bytes
+        )
+        yield GaugeMetricFamily(
+            "fleetal_edge_spool_max_bytes",
+            "The spool's size limit (spool.max_bytes); full, it evicts the lowest scores",
+            value=s.max_bytes,
         )
         yield GaugeMetricFamily(
             "fleetal_edge_spool_oldest_age_seconds",
