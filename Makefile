@@ -15,9 +15,10 @@ UV_VERSION := 0.13.8
 # Debian packages the project needs: libusb for `import open3d`, Java 17 + Maven for the local
 # Kafka broker, PostgreSQL for the label-queue tests, Prometheus for the scrape tests, Chromium
 # (headless) for the test that the labeling API's /docs renders offline, Fashion-MNIST for the
-# evaluation harness (`make bench`, docs/evaluation.md).
+# evaluation harness (`make bench`, docs/evaluation.md), systemd for `systemd-analyze verify`
+# of the units (deploy/systemd; nothing is started under it).
 DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus chromium \
-  dataset-fashion-mnist
+  dataset-fashion-mnist systemd
 STAMP  := $(VENV)/.fleetal-installed
 
 .PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars clean
