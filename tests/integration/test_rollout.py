@@ -514,7 +514,7 @@ def test_the_centre_publishes_a_registered_model_signed_and_the_agent_takes_only
     assert "UNSIGNED" in publish(unsigned_cfg)
     out = publish(signed_cfg)
     assert "published tiny-lidar tiny-lidar-2" in out
-    assert ", signed)" in out
+    assert ", signed, inline)" in out
 
     rollout, slot, metrics = _rollout(tmp_path)
     rollout.public_key = load_public_key(tmp_path / "fleet.pub.pem")
