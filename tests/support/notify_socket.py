@@ -20,11 +20,12 @@ class NotifyListener:
         """What systemd sets for a Type=notify unit with WatchdogSec=watchdog_s."""
         return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(int(watchdog_s * 1e6))}
 
-    def wait_for(self, state: str, timeout_s: float = 60.0) -> str:
-        """The first message (received so far or within the timeout) holding ``state``."""
+    def wait_for(self, state: str, timeout_s: float = 60.0, *, after: int = 0) -> str:
+        """The first message from the ``after``-th on (received so far or within the
+        timeout) holding ``state``."""
         deadline = time.monotonic() + timeout_s
         while True:
-            for message in self.messages:
+            for message in self.messages[after:]:
                 if state in message.splitlines():
                     return message
             left = deadline - time.monotonic()
