@@ -61,8 +61,14 @@ def test_prometheus_scrapes_the_agent_metrics() -> None:
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     import json
 
-    dash = json.loads((DEPLOY.parent / "grafana" / "fleetal-overview.json").read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    dashboards = sorted((DEPLOY.parent / "grafana").glob("*.json"))
+    assert len(dashboards) == 5
+    exprs = [
+        t["expr"]
+        for d in dashboards
+        for p in json.loads(d.read_text())["panels"]
+        for t in p["targets"]
+    ]
     rules = {
         "groups": [
             {
