@@ -21,7 +21,7 @@ DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus
   dataset-fashion-mnist systemd
 STAMP  := $(VENV)/.fleetal-installed
 
-.PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars clean
+.PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars kustomize clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -63,6 +63,16 @@ setup: system-deps venv kafka-jars
 kafka-jars: | $(STAMP)
 	$(PY) -m deploy.kafka.broker fetch
 
+# kustomize renders deploy/kubernetes for the manifest tests: built once from its Go module
+# (the Go toolchain the machine has; modules from the Go proxy) into the user's cache, where a
+# fresh clone finds it again.
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := $(HOME)/.cache/fleetal/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "go is needed to build kustomize (deploy/kubernetes tests): install Go >= 1.22" >&2; exit 1; }
+	GOBIN=$(dir $(KUSTOMIZE)) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
 # --- checks ---------------------------------------------------------------------------------
 lint: $(STAMP)
 	$(UV) lock --check --quiet
@@ -70,11 +80,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup kustomize lint
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
-test-unit: venv
+test-unit: venv kustomize
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration"
 
 test-integration: setup
