@@ -1,0 +1,90 @@
+"""An alert driven to firing and back on the real system: a real Prometheus (the shipped
+alerts.yml) scrapes a running ingest service whose retrain runs fail; after the third failure
+in a row FleetalRetrainFailing fires, and once a run trains again it resolves."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.prometheus.local import LocalPrometheus
+from ingest_service.blobstore import BlobRef
+from ingest_service.config import load_ingest_config
+from ingest_service.queue import FrameRecord, LabelQueue
+from ingest_service.service import IngestService
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+TRAINER = """\
+import json, os, sys
+d = sys.argv[sys.argv.index('--job-dir') + 1]
+spec = json.load(open(os.path.join(d, 'job.json')))
+if os.path.exists({flag!r}):
+    sys.exit('a trainer that fails while the flag file exists')
+json.dump({{'status': 'succeeded', 'metric': 0.5, 'labels_used': spec['labels'],
+           'model_version': None, 'detail': 'trained'}}, open(spec['result_file'], 'w'))
+"""
+FIRING = 'ALERTS{alertname="FleetalRetrainFailing", alertstate="firing", kind="camera"}'
+
+
+def _wait(what: str, ok: object, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if callable(ok) and ok():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_retrain_failure_alert_fires_and_resolves(tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("fail\n")
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(TRAINER.format(flag=str(flag)))
+    with LabelQueue.open(tmp_path / "queue.db") as queue:
+        queue.ingest_frame(
+            FrameRecord("veh", "d1", 0, 0, 0.5, "margin", {"camera": "1"}),
+            {"camera/CAM_FRONT": BlobRef("0" * 64, 1)},
+        )
+        task = queue.claim("alice", 60.0)
+        assert task is not None
+        queue.submit_label(task.id, "alice", {"boxes_2d": []})
+    ops_port = free_port()
+    cfg = load_ingest_config(
+        data={
+            "kafka": {"bootstrap_servers": [f"127.0.0.1:{free_port()}"], "topic": "t"},
+            "queue": {"database": str(tmp_path / "queue.db")},
+            "blobs": {"root": str(tmp_path / "blobs"), "fsync": False},
+            "api": {"enabled": False},
+            "metrics": {"port": ops_port},
+            "retrain": {
+                "enabled": True,
+                "tick_s": 0.2,
+                "command": [sys.executable, str(trainer)],
+                "work_dir": str(tmp_path / "work"),
+                # a failed run trained nothing: its label stays new, so the next run is due
+                "camera": {"every_labels": 1, "min_interval_s": 0.0, "max_attempts": 1},
+                "lidar": {"every_labels": 1000},
+            },
+        }
+    )
+    service = IngestService(cfg)
+    service.start()
+    try:
+        with LocalPrometheus({f"127.0.0.1:{ops_port}": {"instance": "centre"}}) as prom:
+            prom.wait_for('up{instance="centre"} == 1')
+            _wait("the third failure in a row", lambda: prom.query(
+                'fleetal_ingest_retrain_consecutive_failures{kind="camera"} >= 3'))  # fmt: skip
+            _wait("the alert firing", lambda: prom.query(FIRING))
+            (alert,) = prom.query(FIRING)
+            assert alert["metric"]["severity"] == "warning"
+            flag.unlink()  # the trainer works again: the next run trains
+            _wait("a run that trained", lambda: prom.query(
+                'fleetal_ingest_retrain_consecutive_failures{kind="camera"} == 0'))  # fmt: skip
+            _wait("the alert resolved", lambda: not prom.query(FIRING))
+    finally:
+        service.close()
