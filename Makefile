@@ -21,7 +21,7 @@ DEB_PACKAGES := libusb-1.0-0 openjdk-17-jre-headless maven postgresql prometheus
   dataset-fashion-mnist systemd
 STAMP  := $(VENV)/.fleetal-installed
 
-.PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars kustomize clean
+.PHONY: help setup system-deps venv lock lint test test-unit test-integration bench demo models kafka-jars kustomize compose-validate clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -73,6 +73,15 @@ $(KUSTOMIZE):
 	@command -v go >/dev/null || { echo "go is needed to build kustomize (deploy/kubernetes tests): install Go >= 1.22" >&2; exit 1; }
 	GOBIN=$(dir $(KUSTOMIZE)) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
+# compose-validate (deploy/compose/validate: the Compose Specification's loader, compose-go)
+# checks deploy/compose/compose.yaml without a container daemon; cached by its sources' hash.
+COMPOSE_VALIDATE_SRC := deploy/compose/validate
+COMPOSE_VALIDATE := $(HOME)/.cache/fleetal/compose-validate-$(shell cat $(COMPOSE_VALIDATE_SRC)/main.go $(COMPOSE_VALIDATE_SRC)/go.sum | sha256sum | cut -c1-12)/compose-validate
+compose-validate: $(COMPOSE_VALIDATE)
+$(COMPOSE_VALIDATE):
+	@command -v go >/dev/null || { echo "go is needed to build compose-validate (deploy/compose tests): install Go >= 1.22" >&2; exit 1; }
+	cd $(COMPOSE_VALIDATE_SRC) && go build -o $(COMPOSE_VALIDATE) .
+
 # --- checks ---------------------------------------------------------------------------------
 lint: $(STAMP)
 	$(UV) lock --check --quiet
@@ -80,11 +89,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: setup kustomize lint
+test: setup kustomize compose-validate lint
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
-test-unit: venv kustomize
+test-unit: venv kustomize compose-validate
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration"
 
 test-integration: setup
