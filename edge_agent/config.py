@@ -96,6 +96,7 @@ class ModelsSection:
     lidar: Path | None = None
     """ONNX LiDAR model; none: LiDAR not scored."""
     lidar_sha256: str = ""
+    """Expected sha256 of the LiDAR model; empty: not checked."""
     score_cameras: tuple[str, ...] = ()
     """Cameras the camera model scores (max over them); empty: the first camera of each frame."""
     aggregate: Literal["max", "mean", "topk_mean"] = "topk_mean"
@@ -124,9 +125,11 @@ class SpoolSection:
 @dataclass(frozen=True)
 class MetricsSection:
     enabled: bool = True
+    """Serve /metrics and /healthz (the ops port)."""
     host: str = "127.0.0.1"
     """Address of /metrics and /healthz (0.0.0.0 to let the fleet's Prometheus in)."""
     port: int = 9464
+    """Port of /metrics and /healthz (0: any free port)."""
     health_max_send_age_s: float = 900.0
     """/healthz fails when frames wait and none was delivered for this long (0: off)."""
     health_max_spool_age_s: float = 3600.0
@@ -163,6 +166,7 @@ class RolloutSection:
     enabled: bool = False
     """Take new model versions from the models topic and hot-swap them (docs/models.md)."""
     topic: str = "fleet.models"
+    """The models topic the centre publishes on (the ingest service's rollout.topic)."""
     group_id: str = ""
     """Consumer group; empty: ``edge-<vehicle_id>``, so every vehicle sees every update."""
     models_dir: Path | None = None

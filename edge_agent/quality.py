@@ -102,20 +102,34 @@ class QualityConfig:
     (docs/sources.md gives the measured values they were set against)."""
 
     dark_p99_max: float = 25.0
+    """An image whose 99th percentile of brightness (0-255) is below this is too dark (lens
+    covered, night without light)."""
     saturated_p1_min: float = 235.0
+    """An image whose 1st percentile of brightness is above this is saturated (overexposed)."""
     blur_var_min: float = 60.0
+    """An image whose variance of the Laplacian is below this is blurred (dirty lens, fog)."""
     thumbnail_long_side: int = 400
+    """The image checks run on a thumbnail this many pixels on its long side."""
     min_points: int = 1000
+    """A sweep with fewer points is too sparse (sensor fault, truncated file)."""
     nonfinite_fraction_max: float = 0.05
+    """A sweep with a larger share of NaN or infinite coordinates is corrupt."""
     max_range_m: float = 500.0
     out_of_range_fraction_max: float = 0.01
+    """A sweep with a larger share of points beyond max_range_m is corrupt."""
     origin_radius_m: float = 0.01
     origin_fraction_max: float = 0.5
+    """A sweep with a larger share of points within origin_radius_m of the sensor is blocked or
+    empty."""
     intensity_min: float = 0.0
     intensity_max: float = 65535.0
+    """Intensities above this are out of range."""
     intensity_bad_fraction_max: float = 0.01
+    """A sweep with a larger share of out-of-range intensities is corrupt."""
     on_bad_sensor: Literal["drop_sensor", "drop_frame"] = "drop_sensor"
     log_interval_s: float = 60.0
+    """Bad-input warnings are logged at most once per this many seconds per reason (all are
+    counted)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.dark_p99_max <= 255:

@@ -186,22 +186,35 @@ class SinkConfig:
 
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     topic: str = "fleet.frames"
+    """The Kafka topic selected frames are sent to (the ingest service's kafka.topic)."""
     client_id: str = "edge-agent"
+    """The producer's client id, in the brokers' logs and quotas."""
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # Chunk size bound, header included; under the broker's default 1 MB message limit.
     max_message_bytes: int = 900_000
     # One leased batch at a time: this bounds the producer's memory.
     batch_max_frames: int = 8
     batch_max_bytes: int = 32 * 1024 * 1024
+    """Bytes of frames one leased batch holds at most."""
     linger_ms: int = 5
+    """How long the producer waits to fill a batch (kafka-python linger_ms)."""
     request_timeout_ms: int = 15_000
+    """How long the producer waits for a broker's answer to one request."""
     delivery_timeout_ms: int = 60_000
+    """How long a send may take, retries included, before the frame counts as failed (it stays
+    spooled)."""
     max_in_flight_requests: int = 5
+    """Unacknowledged requests per broker connection (idempotence keeps the order)."""
     bootstrap_timeout_ms: int = 10_000
+    """How long to wait for the brokers' first answer when connecting."""
     max_block_ms: int = 10_000
+    """How long a send may block for metadata or buffer space."""
     backoff_initial_s: float = 0.5
+    """First wait before retrying after a failed send; doubles up to backoff_max_s."""
     backoff_max_s: float = 30.0
+    """Longest wait between retries while the brokers are away."""
     idle_poll_s: float = 0.1
+    """How often the sender looks at the spool when it is empty."""
     # A frame that failed this many sends while other frames were delivered is held.
     hold_after_attempts: int = 10
     # Every this many seconds one held frame is retried; delivered: every held frame is released.

@@ -343,6 +343,7 @@ class _Leaf(NamedTuple):
     tp: Any
     default: Any
     secret: bool
+    owner: type[Any]  # the table (dataclass) that declares the key
 
 
 def _leaves(cls: type[Any], prefix: tuple[str, ...] = (), base: Any = None) -> list[_Leaf]:
@@ -359,7 +360,7 @@ def _leaves(cls: type[Any], prefix: tuple[str, ...] = (), base: Any = None) -> l
             rows.extend(_leaves(table_tp, keys, sub_base))
             continue
         env = ENV_PREFIX + "__".join(k.upper() for k in keys)
-        rows.append(_Leaf(env, keys, tp, default, not f.repr))
+        rows.append(_Leaf(env, keys, tp, default, not f.repr, cls))
     return rows
 
 

@@ -43,6 +43,7 @@ class KafkaSecurity:
     ssl_keyfile: Path | None = None
     ssl_password: str | None = field(default=None, repr=False)
     ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host connected to (keep it on)."""
     sasl_mechanism: SaslMechanism | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = field(default=None, repr=False)

@@ -170,16 +170,22 @@ class BudgetConfig:
     """
 
     target_rate: float
+    """Share of frames to select (0.05: one in twenty), over the long run."""
     window: int = 1000
+    """Recent scores the selection threshold is a quantile of."""
     integral_selections: float = 20.0
+    """Selections of surplus or deficit the controller corrects over (its horizon is this /
+    target_rate frames)."""
     max_frames_per_minute: float | None = None
     burst_frames: float = 10.0
+    """With max_frames_per_minute: frames that may go at once above the rate (token bucket)."""
     max_bytes_per_hour: float | None = None
     burst_bytes: float | None = None
     cold_start_frames: int = 0
     cold_start_min_selected: int | None = None
     cold_start_mode: ColdStartMode = "random"
     cold_start_novelty: float = 0.5
+    """With cold_start_mode diversity: the novelty a cold-start frame needs to be taken."""
     model_change: ModelChange = "refresh"
     refresh_scores: int | None = None
 

@@ -149,11 +149,15 @@ class DiversityConfig:
     """
 
     capacity: int = 10_000
+    """Recent selections the memory keeps to compare new frames against."""
     dim: int | None = None
     time_scale_s: float = 60.0
+    """Seconds over which two frames stop counting as the same moment (the time term)."""
     space_scale_m: float = 100.0
+    """Metres over which two frames stop counting as the same place (the position term)."""
     weights: tuple[float, float, float] = (0.25, 0.25, 0.5)
     similar_threshold: float = 0.05
+    """A frame whose distance to a kept selection is below this is too_similar: not selected."""
     eviction: Eviction = "fifo"
 
     def __post_init__(self) -> None:
@@ -211,11 +215,20 @@ class SelectorConfig:
 
     budget: BudgetConfig
     uncertainty_method: str = "margin"
+    """How class probabilities become an uncertainty: margin, entropy, least_confidence,
+    ratio; or, over a committee's outputs, bald, vote_entropy, mean_kl."""
     logits: bool = False
+    """The model outputs logits rather than probabilities (a softmax is applied first)."""
     sensor_fusion: str = "max"
+    """How camera and LiDAR uncertainties become one: max, weighted_mean (camera_weight),
+    product."""
     camera_weight: float = 0.5
+    """With sensor_fusion = weighted_mean: the camera's weight (LiDAR's is 1 - it)."""
     combine_rule: str = "uncertainty"
+    """How uncertainty and novelty make the frame score: uncertainty (novelty only vetoes
+    near-duplicates), novelty, weighted, product, geometric."""
     alpha: float = 0.5
+    """With combine_rule weighted or geometric: the weight of uncertainty against novelty."""
     diversity: DiversityConfig | None = field(default_factory=DiversityConfig)
 
     def __post_init__(self) -> None:

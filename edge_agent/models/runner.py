@@ -93,9 +93,11 @@ class RunnerConfig:
 
     providers: tuple[str, ...] = DEFAULT_PREFERENCE
     intra_op_threads: int = 1
+    """onnxruntime's threads per inference (few: the autonomy stack comes first)."""
     # A spinning onnxruntime worker burns a core between runs; on the vehicle it must not.
     allow_spinning: bool = False
     device_id: int = 0
+    """The GPU the CUDA and TensorRT providers use."""
 
     def __post_init__(self) -> None:
         if not self.providers:
