@@ -1,9 +1,13 @@
 """An alert driven to firing and back on the real system: a real Prometheus (the shipped
-alerts.yml) scrapes a running ingest service whose retrain runs fail; after the third failure
-in a row FleetalRetrainFailing fires, and once a run trains again it resolves."""
+alerts.yml) scrapes a running edge-agent daemon and a running ingest service whose retrain runs
+fail; after the third failure in a row FleetalRetrainFailing fires, and once a run trains again
+it resolves. The agent's series (with its vehicle label) are in the same Prometheus."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +19,9 @@ from ingest_service.blobstore import BlobRef
 from ingest_service.config import load_ingest_config
 from ingest_service.queue import FrameRecord, LabelQueue
 from ingest_service.service import IngestService
+from tests.support.agent_process import REPO, spawn_agent
 from tests.support.ports import free_port
+from tests.support.tiny_models import build_camera, build_lidar
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +44,36 @@ def _wait(what: str, ok: object, timeout_s: float = 90.0) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _agent(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """An edge-agent daemon on tiny models, its broker away (it keeps running and serving)."""
+    port = free_port()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                "[agent]",
+                'vehicle_id = "veh-live"',
+                f'data_dir = "{tmp_path / "agent"}"',
+                "drain_timeout_s = 1.0",
+                "[source]",
+                f'path = "{tmp_path / "bridge"}"',
+                "[models]",
+                f'camera = "{build_camera(tmp_path / "camera.onnx")}"',
+                f'lidar = "{build_lidar(tmp_path / "lidar.onnx")}"',
+                "[kafka]",
+                f'bootstrap_servers = ["127.0.0.1:{free_port()}"]',
+                "bootstrap_timeout_ms = 1000",
+                "max_block_ms = 1000",
+                "[metrics]",
+                f"port = {port}",
+                "",
+            ]
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return spawn_agent(cfg, env, tmp_path / "agent.log"), port
 
 
 def test_the_retrain_failure_alert_fires_and_resolves(tmp_path: Path) -> None:
@@ -74,9 +110,16 @@ def test_the_retrain_failure_alert_fires_and_resolves(tmp_path: Path) -> None:
     )
     service = IngestService(cfg)
     service.start()
+    agent, agent_port = _agent(tmp_path)
+    targets = {
+        f"127.0.0.1:{ops_port}": {"instance": "centre"},
+        f"127.0.0.1:{agent_port}": {"instance": "vehicle", "vehicle": "veh-live"},
+    }
     try:
-        with LocalPrometheus({f"127.0.0.1:{ops_port}": {"instance": "centre"}}) as prom:
+        with LocalPrometheus(targets) as prom:
             prom.wait_for('up{instance="centre"} == 1')
+            prom.wait_for('up{instance="vehicle", vehicle="veh-live"} == 1', timeout_s=90)
+            assert prom.wait_for('fleetal_edge_selection_target_rate{vehicle="veh-live"}')
             _wait("the third failure in a row", lambda: prom.query(
                 'fleetal_ingest_retrain_consecutive_failures{kind="camera"} >= 3'))  # fmt: skip
             _wait("the alert firing", lambda: prom.query(FIRING))
@@ -88,3 +131,9 @@ def test_the_retrain_failure_alert_fires_and_resolves(tmp_path: Path) -> None:
             _wait("the alert resolved", lambda: not prom.query(FIRING))
     finally:
         service.close()
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait(10)
