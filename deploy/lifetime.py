@@ -28,40 +28,18 @@ machine removes those whose owner is gone (:func:`sweep_orphans`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from schemas.lifetime import PR_SET_PDEATHSIG, die_with_parent
 
 __all__ = ["OWNER_FILE", "PR_SET_PDEATHSIG", "die_with_parent", "owned_tempdir", "sweep_orphans"]
 
 OWNER_FILE = ".fleetal-owner"
 """In a service's temporary directory: ``<pid> <start time>`` of the process that made it."""
-
-PR_SET_PDEATHSIG = 1
-
-# Resolved once at import: after fork, only async-signal-safe work (one libc call) remains.
-_prctl: Any = None
-if sys.platform.startswith("linux"):
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    _prctl = _libc.prctl
-    _prctl.restype = ctypes.c_int
-    _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: SIGKILL this child when the thread that forked it dies."""
-    if _prctl is None:
-        return
-    parent = os.getppid()
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
 
 
 def _identity(pid: int) -> str | None:

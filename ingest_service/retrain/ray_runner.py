@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.lifetime import die_with_parent
+from schemas.lifetime import die_with_parent
 
 __all__ = ["DRIVER_FAILED", "RayTarget", "driver_argv", "main"]
 

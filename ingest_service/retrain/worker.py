@@ -46,11 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.lifetime import die_with_parent
 from ingest_service.queue import LabelQueue
 from ingest_service.registry import ModelRegistry, Promotion, RegisteredModel
 from ingest_service.retrain.jobs import JobState, JobStore, RetrainJob
 from ingest_service.retrain.ray_runner import RayTarget, driver_argv
+from schemas.lifetime import die_with_parent
 
 __all__ = ["TrainerCommand", "run_job", "work_once"]
 

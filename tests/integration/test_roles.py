@@ -1,11 +1,15 @@
 """Each role installs only what it runs, from the checked-in lock file: a vehicle the base
 package (no torch, FastAPI, psycopg, boto3, MLflow, matplotlib, scikit-learn), the centre the
 ``centre`` extra. Each environment is built here from ``uv.lock`` (``uv export`` then ``uv pip
-sync --offline``: the wheels ``make`` already fetched), and its entry points are run in it."""
+sync --offline``: the wheels ``make`` already fetched), the project installed into it as a
+package (from a copy of its sources: nothing outside the packages comes along), and its entry
+points are run there from outside the checkout, so an import of something not packaged (the
+ingest service once imported ``deploy/``) fails here as it would on a vehicle or in a
+container."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 UV = REPO / ".cache" / "uv-env" / "bin" / "uv"
+PACKAGES = ("edge_agent", "ingest_service", "schemas", "selector")
 CENTRE_ONLY = ("torch", "fastapi", "uvicorn", "psycopg", "boto3", "mlflow", "sklearn", "ray")
 
 
@@ -31,19 +36,26 @@ def _role_env(tmp_path: Path, *extras: str) -> Path:
     assert run.returncode == 0, run.stderr
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
+    project = tmp_path / "project"  # the distribution's sources only
+    for name in PACKAGES:
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, project / name)
     for argv in (
         [str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)],
         [str(UV), "pip", "sync", "--offline", "--quiet", "--python", str(python), str(req)],
-    ):
+        [str(UV), "pip", "install", "--offline", "--quiet", "--no-deps", "--python", str(python),
+         str(project)],
+    ):  # fmt: skip
         run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, f"{argv}: {run.stderr}"
     return python
 
 
 def _python(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the project's code, not an installed copy
+    """Run in the role's environment, from outside the checkout: only what was installed."""
     return subprocess.run(
-        [str(python), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [str(python), *args], cwd=python.parents[2], capture_output=True, text=True, timeout=300
     )
 
 
