@@ -198,7 +198,9 @@ class ModelRegistry:
         return self.get(kind, previous.version)
 
     def set_tags(self, kind: str, version: int, tags: Mapping[str, str]) -> None:
-        """Set tags on a registered version (the staged rollout keeps its state there)."""
+        """Set tags on a registered version (the staged rollout keeps its state there), one
+        after the other in the mapping's order: a reader may see the first before the last, so
+        put the key that marks a state last."""
         name = self.model_name(kind)
         for key, value in tags.items():
             self._client.set_model_version_tag(name, str(version), key, value)

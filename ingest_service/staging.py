@@ -311,7 +311,7 @@ class StagedRollout:
         kind, version = model.kind, model.version
         if decision.action == "widen":
             self.send(self._update(kind, version, staged=False))
-            self.registry.set_tags(kind, version, {STAGE: "fleet", DETAIL: decision.reason})
+            self.registry.set_tags(kind, version, {DETAIL: decision.reason, STAGE: "fleet"})
         elif decision.action == "rollback":
             try:
                 previous = self.registry.rollback(kind)  # production -> the previous version
@@ -322,15 +322,15 @@ class StagedRollout:
                     "version is published (`ingest-service publish-model --kind "
                     f"{kind} --version N`)",
                 )
-                self.registry.set_tags(kind, version, {STAGE: "halted", DETAIL: decision.reason})
+                self.registry.set_tags(kind, version, {DETAIL: decision.reason, STAGE: "halted"})
             else:
                 self.send(self._update(kind, previous.version, staged=True))
                 self.registry.set_tags(
                     kind,
                     version,
-                    {
-                        STAGE: "rolled_back",
+                    {  # STAGE last, as at the start: whoever sees it sees the detail too
                         DETAIL: f"{decision.reason}; back to {previous.version}",
+                        STAGE: "rolled_back",
                     },
                 )
         if decision.action != "wait":

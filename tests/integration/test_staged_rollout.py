@@ -205,15 +205,19 @@ def test_canary_first_then_the_fleet_and_a_failing_model_is_rolled_back(
         _wait("the others passed over", lambda: all(o.swaps("not_in_stage") == 1 for o in others))
         assert all(o.version == "tiny-lidar-1" for o in others)
         _wait("the rollout widened", lambda: all(o.version == "tiny-lidar-2" for o in others))
-        assert registry.get("lidar", v2).tags[STAGE] == "fleet"
+        _wait("the widening recorded", lambda: registry.get("lidar", v2).tags.get(STAGE) == "fleet")
 
         v3 = _register(registry, tmp_path, 3, 0.7)
         bad["failing"] = 5  # half of the canary's frames fail on the new model
         publish(v3)
         _wait("the canary on the bad model", lambda: canary.version == "tiny-lidar-3")
         _wait("the canary back on the previous model", lambda: canary.version == "tiny-lidar-2")
+        # the update to the canaries goes out before the registry records the rollback
+        _wait(
+            "the rollback recorded",
+            lambda: registry.get("lidar", v3).tags.get(STAGE) == "rolled_back",
+        )
         tags = registry.get("lidar", v3).tags
-        assert tags[STAGE] == "rolled_back"
         assert "a rise above 5.00%" in tags["rollout_detail"]
         production = registry.alias("lidar", "production")
         assert production is not None
