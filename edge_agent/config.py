@@ -185,15 +185,31 @@ class RolloutSection:
     centre's rollout.inline_max_bytes do); larger ones are refused."""
     download_timeout_s: float = 600.0
     """A model download that takes longer is abandoned and tried again later."""
+    model_url_prefix: str = ""
+    """Models sent by url are fetched only from under this prefix (e.g.
+    https://models.fleet.example/blobs/; the URL is not signed, the model's sha256 is): set it;
+    empty: any http(s) URL."""
     download_token_file: Path | None = None
     """A file holding a bearer token sent with model downloads (for a model server that asks
-    for one); none: no Authorization header (a presigned URL carries its own)."""
+    for one), only to model_url_prefix, which must then be https; none: no Authorization
+    header (a presigned URL carries its own)."""
 
     def __post_init__(self) -> None:
         if self.max_download_bytes < 1:
             raise ValueError(f"max_download_bytes must be >= 1, got {self.max_download_bytes}")
         if not self.download_timeout_s > 0:
             raise ValueError(f"download_timeout_s must be > 0, got {self.download_timeout_s}")
+        if self.model_url_prefix and not self.model_url_prefix.startswith(("http://", "https://")):
+            raise ValueError(
+                f"model_url_prefix must be an http(s) URL, got {self.model_url_prefix!r}"
+            )
+        if self.download_token_file is not None and not self.model_url_prefix.startswith(
+            "https://"
+        ):
+            raise ValueError(
+                "download_token_file: the token is sent only to model_url_prefix over https: "
+                'set model_url_prefix = "https://..."'
+            )
         if self.rollback_window_frames < 1:
             raise ValueError(
                 f"rollback_window_frames must be >= 1, got {self.rollback_window_frames}"
@@ -214,7 +230,9 @@ class RolloutSection:
                     f"rollout.download_token_file {self.download_token_file}: cannot read it "
                     f"({exc}); fix the path or its permissions"
                 ) from exc
-        return DownloadSettings(self.max_download_bytes, self.download_timeout_s, token)
+        return DownloadSettings(
+            self.max_download_bytes, self.download_timeout_s, token, self.model_url_prefix
+        )
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,7 @@ class ModelRollout:
                     max_bytes=d.max_bytes,
                     timeout_s=d.timeout_s,
                     token=d.token,
+                    url_prefix=d.url_prefix,
                 )
             tmp.replace(path)
         except (OSError, DownloadError):

@@ -341,7 +341,8 @@ class RetrainSection:
     runner: str = "subprocess"
     """Where the trainer runs: subprocess (on this host) or ray (a task on a Ray cluster)."""
     ray_address: str = ""
-    """runner = ray: the cluster's GCS address (host:port) or ray://host:10001."""
+    """runner = ray: ray://host:10001 (Ray Client, from a host outside the cluster), or the
+    GCS address host:port when the ingest host is itself a node of the cluster."""
     ray_token_file: Path | None = None
     """runner = ray: a file holding the cluster's auth token (Ray's token authentication)."""
     ray_num_cpus: float = 1.0

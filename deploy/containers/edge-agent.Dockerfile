@@ -40,14 +40,17 @@ RUN uv pip install --python /opt/fleetal/venv/bin/python --no-deps .
 
 FROM ${BASE}
 # TensorRT's runtime libraries for onnxruntime's TensorRT provider (from the CUDA repository the
-# base image configures), and libusb, which `import open3d` needs. Versions pinned: change them
-# with the base image.
+# base image configures; pinned: they must match the base's CUDA), and the shared libraries
+# open3d's wheel links (libEGL, libGL, libX11, libudev; libusb for `import open3d`). Those come
+# from the base's own distribution release, which the base image's tag fixes; exact versions
+# would break the build at the distribution's next security update, and differ between the
+# x86_64 (Ubuntu 24.04) and JetPack (Ubuntu 22.04) bases.
 ARG TENSORRT_FROM_APT=1
 ARG TENSORRT_VERSION=10.13.3.9-1+cuda13.0
-ARG LIBUSB_VERSION=2:1.0.27-1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends "libusb-1.0-0=${LIBUSB_VERSION}" \
+ && apt-get install -y --no-install-recommends libusb-1.0-0 libegl1 libgl1 libx11-6 libudev1 \
  && if [ "${TENSORRT_FROM_APT}" = "1" ]; then \
       apt-get install -y --no-install-recommends \
         "libnvinfer10=${TENSORRT_VERSION}" \

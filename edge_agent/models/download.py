@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -35,7 +36,8 @@ class DownloadSettings:
 
     max_bytes: int = 2 * 1024**3
     timeout_s: float = 600.0
-    token: str | None = None  # sent as ``Authorization: Bearer``
+    token: str | None = None  # sent as ``Authorization: Bearer``, only under url_prefix
+    url_prefix: str = ""  # models are fetched only from under it; empty: any http(s) URL
 
 
 class DownloadError(Exception):
@@ -55,6 +57,32 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+class _RedirectWithoutCredentials(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never carry the Authorization header to another origin."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: object,
+        code: int,
+        msg: str,
+        headers: object,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)  # type: ignore[arg-type]
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.netloc.rpartition("@")[2]
+
+
+_OPENER = urllib.request.build_opener(_RedirectWithoutCredentials)
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -64,13 +92,24 @@ def fetch(
     max_bytes: int,
     timeout_s: float,
     token: str | None = None,
+    url_prefix: str = "",
 ) -> None:
     """Write the ``size_bytes`` bytes at ``url`` whose sha256 is ``sha256`` to ``dest``.
+
+    With ``url_prefix``, a URL outside it is refused (the URL is not covered by the update's
+    signature: this is what keeps a forged update from pointing the fleet elsewhere), and
+    ``token`` is sent only to it, over https, and dropped on a redirect to another origin.
 
     ``dest`` is removed on any failure. ``OSError`` (the disk) passes through unchanged, so the
     caller can tell a full disk from a bad download; everything else is :class:`DownloadError`.
     """
     shown = _redact(url)
+    if url_prefix and not url.startswith(url_prefix):
+        raise DownloadError(
+            f"model url {shown} is not under rollout.model_url_prefix ({_redact(url_prefix)}): "
+            "refused; publish it there, or change the prefix",
+            transient=False,
+        )
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise DownloadError(
@@ -85,14 +124,14 @@ def fetch(
             transient=False,
         )
     headers = {"Accept": "application/octet-stream"}
-    if token:
+    if token and url_prefix.startswith("https://") and url.startswith(url_prefix):
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)
     deadline = time.monotonic() + timeout_s
     digest = hashlib.sha256()
     got = 0
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp, dest.open("wb") as out:
+        with _OPENER.open(request, timeout=timeout_s) as resp, dest.open("wb") as out:
             while True:
                 if time.monotonic() > deadline:
                     raise DownloadError(
@@ -122,7 +161,13 @@ def fetch(
         raise DownloadError(
             f"model at {shown}: HTTP {exc.code} {exc.reason}; {then}", transient=transient
         ) from exc
-    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
+    except (
+        urllib.error.URLError,
+        http.client.HTTPException,
+        ssl.SSLError,  # an OSError, but the network's, not the disk's
+        TimeoutError,
+        ConnectionError,
+    ) as exc:
         dest.unlink(missing_ok=True)
         why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise DownloadError(

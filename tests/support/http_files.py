@@ -16,6 +16,7 @@ from pathlib import Path
 class Served:
     base_url: str
     routes: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (a 302)
     requests: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -28,6 +29,12 @@ def serving(root: Path | None = None, *, prefix: str = "") -> Iterator[Served]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             served.requests.append({k.lower(): v for k, v in self.headers.items()})
+            if self.path in served.redirects:
+                self.send_response(302)
+                self.send_header("Location", served.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             status, body = served.routes.get(self.path, (404, b"not found"))
             if self.path not in served.routes and root is not None:
                 rel = self.path.removeprefix(prefix).lstrip("/")

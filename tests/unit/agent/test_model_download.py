@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from edge_agent.models.download import DownloadError, fetch
+from edge_agent.models.download import DownloadError, _RedirectWithoutCredentials, fetch
 from tests.support.http_files import serving
 
 MODEL = bytes(range(256)) * 4096  # 1 MiB
@@ -34,12 +35,39 @@ def _error(url: str, dest: Path, **kw: object) -> DownloadError:
     return info.value
 
 
-def test_the_model_arrives_whole_with_the_token(tmp_path: Path) -> None:
+def test_the_model_arrives_whole_and_a_token_never_goes_over_plain_http(tmp_path: Path) -> None:
     with serving() as http:
         http.routes["/m.onnx"] = (200, MODEL)
-        _fetch(f"{http.base_url}/m.onnx", tmp_path / "m", token="s3cret")
+        _fetch(f"{http.base_url}/m.onnx", tmp_path / "m", token="s3cret", url_prefix=http.base_url)
     assert (tmp_path / "m").read_bytes() == MODEL
-    assert http.requests[0]["authorization"] == "Bearer s3cret"
+    assert "authorization" not in http.requests[0]  # http: the token stays home
+
+
+def test_a_url_outside_the_prefix_is_refused(tmp_path: Path) -> None:
+    err = _error("http://elsewhere.example/m.onnx", tmp_path / "m", url_prefix="https://models/")
+    assert not err.transient
+    assert "not under rollout.model_url_prefix" in str(err)
+
+
+def test_a_redirect_to_another_origin_drops_the_token() -> None:
+    handler = _RedirectWithoutCredentials()
+    req = urllib.request.Request(
+        "https://models.example/blobs/m", headers={"Authorization": "Bearer s3cret"}
+    )
+    away = handler.redirect_request(req, None, 302, "Found", {}, "https://cdn.example/m")
+    assert away is not None
+    assert not away.has_header("Authorization")
+    home = handler.redirect_request(req, None, 302, "Found", {}, "https://models.example/m2")
+    assert home is not None
+    assert home.get_header("Authorization") == "Bearer s3cret"
+
+
+def test_redirects_are_followed(tmp_path: Path) -> None:
+    with serving() as http:
+        http.routes["/real"] = (200, MODEL)
+        http.redirects["/moved"] = f"{http.base_url}/real"
+        _fetch(f"{http.base_url}/moved", tmp_path / "m")
+    assert (tmp_path / "m").read_bytes() == MODEL
 
 
 def test_wrong_bytes_and_a_server_that_sends_too_much_are_refused(tmp_path: Path) -> None:
