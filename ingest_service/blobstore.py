@@ -28,13 +28,19 @@ import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ingest_service.config import IngestConfig, S3Section
+from ingest_service.config import (
+    IngestConfig,
+    S3Section,
+    apply_aws_environment,
+    load_ingest_config,
+)
 from ingest_service.errors import (
     BlobBucketNotFoundError,
     BlobCorruptError,
@@ -44,7 +50,16 @@ from ingest_service.errors import (
     BlobStoreUnavailableError,
 )
 
-__all__ = ["BlobRef", "BlobStore", "LocalBlobStore", "S3BlobStore", "blob_key", "open_blob_store"]
+__all__ = [
+    "BlobRef",
+    "BlobStore",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "blob_key",
+    "blob_store_spec",
+    "open_blob_store",
+    "open_blob_store_spec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -508,6 +523,42 @@ def open_blob_store(config: IngestConfig) -> BlobStore:
         # the consumer's blob workers and the API's threads share one client
         return S3BlobStore(blobs.s3, max_pool_connections=max(10, config.consumer.blob_workers + 4))
     return LocalBlobStore(blobs.root, fsync=blobs.fsync)
+
+
+_S3_SPEC = ("bucket", "prefix", "endpoint_url", "region", "addressing_style", "ca_bundle")
+
+
+def blob_store_spec(config: IngestConfig) -> dict[str, str]:
+    """What another process (a retrain trainer, ``job.json``'s ``blobs``) needs to open this
+    blob store. No secrets: the trainer takes S3 credentials from its own environment
+    (``FLEETAL_BLOBS__S3__ACCESS_KEY_ID`` ..., or the AWS chain)."""
+    blobs = config.blobs
+    spec = {"backend": str(blobs.backend)}
+    if blobs.backend == "local":
+        spec["root"] = str(blobs.root.resolve())
+    else:
+        for key in _S3_SPEC:
+            value = getattr(blobs.s3, key)
+            if value:
+                spec[key] = str(value)
+    return spec
+
+
+def open_blob_store_spec(spec: Mapping[str, str]) -> BlobStore:
+    """The blob store :func:`blob_store_spec` describes (``ValueError`` naming what is wrong)."""
+    backend = spec.get("backend")
+    if backend == "local":
+        if "root" not in spec:
+            raise ValueError(f"a local blob store needs its root, got {dict(spec)}")
+        return LocalBlobStore(spec["root"], fsync=False)  # read here, never written
+    if backend == "s3":
+        s3 = {key: spec[key] for key in _S3_SPEC if spec.get(key)}
+        # credentials from this process's environment, as the service takes its own:
+        # FLEETAL_BLOBS__S3__*, else AWS_* (else botocore's chain)
+        env = dict(os.environ)
+        config = load_ingest_config(data={"blobs": {"backend": "s3", "s3": s3}}, env=env)
+        return S3BlobStore(apply_aws_environment(config, env).blobs.s3)
+    raise ValueError(f"unknown blob store backend {backend!r} in {dict(spec)}")
 
 
 def _status(exc: Exception) -> int | None:

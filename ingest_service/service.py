@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from ingest_service.blobstore import open_blob_store
+from ingest_service.blobstore import blob_store_spec, open_blob_store
 from ingest_service.config import IngestConfig
 from ingest_service.consumer import IngestConsumer, QueueFactory, queue_opener
 from ingest_service.metrics import IngestMetrics
@@ -139,9 +139,7 @@ class IngestService:
         import socket
 
         cfg = self.config.retrain
-        blobs: dict[str, str] = {"backend": str(self.config.blobs.backend)}
-        if self.config.blobs.backend == "local":
-            blobs["root"] = str(self.config.blobs.root.resolve())
+        blobs = blob_store_spec(self.config)
         command = TrainerCommand(cfg.command, cfg.work_dir, blobs, ray=cfg.ray_target())
         worker = f"{socket.gethostname()}:{os.getpid()}"
         queue: LabelQueue | None = None

@@ -9,7 +9,9 @@ subprocess here. The worker
 2. writes the job's inputs to a directory of its own, ``<work_dir>/<kind>-<id>-<attempt>/``:
 
    * ``job.json``: ``job_id``, ``kind``, ``attempt``, ``trigger``, ``labels_at``,
-     ``labels_file``, ``blobs`` (the blob store: ``backend`` and, for ``local``, ``root``),
+     ``labels_file``, ``blobs`` (the blob store: ``backend``, and ``root`` for ``local`` or
+     the bucket settings without credentials for ``s3``:
+     :func:`~ingest_service.blobstore.blob_store_spec`),
      ``result_file``;
    * ``labels.jsonl``: every labeled task, one JSON object per line (``task_id``,
      ``frame_key``, ``labeler``, ``labeled_ns``, ``blob_refs`` ``{key: {sha256, size}}``

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ingest_service.blobrefs import BlobRefs
-from ingest_service.blobstore import LocalBlobStore
+from ingest_service.blobstore import BlobStore, open_blob_store_spec
 from ingest_service.training.reference.data import (
     _KITTI_CAMERA,
     _NUSC_CAMERA,
@@ -77,10 +77,12 @@ def _rows(labels_file: Path, blobs: Mapping[str, str]) -> Iterator[tuple[int, An
         yield line_no, row, refs
 
 
-def _store(blobs: Mapping[str, str]) -> LocalBlobStore:
-    if blobs.get("backend") != "local" or "root" not in blobs:
-        raise JobError(f"only the local blob store is read here, got {dict(blobs)}")
-    return LocalBlobStore(blobs["root"])
+def _store(blobs: Mapping[str, str]) -> BlobStore:
+    """The service's blob store, local or S3, from job.json's ``blobs``."""
+    try:
+        return open_blob_store_spec(blobs)
+    except ValueError as exc:
+        raise JobError(f"job.json blobs: {exc}") from exc
 
 
 def queue_images(

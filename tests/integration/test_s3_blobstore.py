@@ -25,7 +25,13 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from deploy.kafka.broker import LocalKafka
-from ingest_service.blobstore import BlobRef, S3BlobStore, open_blob_store
+from ingest_service.blobstore import (
+    BlobRef,
+    S3BlobStore,
+    blob_store_spec,
+    open_blob_store,
+    open_blob_store_spec,
+)
 from ingest_service.config import IngestConfig, S3Section
 from ingest_service.errors import (
     BlobBucketNotFoundError,
@@ -386,3 +392,28 @@ def test_a_store_outage_is_retried_and_no_frame_is_lost(
 def test_blob_store_errors_are_blob_store_errors() -> None:
     for cls in (BlobBucketNotFoundError, BlobStoreUnavailableError, BlobCorruptError, BlobNotFound):
         assert issubclass(cls, BlobStoreError)
+
+
+def test_a_trainer_opens_the_same_store_from_its_job_spec_and_its_own_credentials(
+    store: S3BlobStore, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """job.json's ``blobs`` names the bucket, never the keys: the trainer's environment gives
+    those (``FLEETAL_BLOBS__S3__*``), as it gives the service's."""
+    data = next(iter(sorted(DATA.glob("*CAM_FRONT__*.jpg")))).read_bytes()
+    ref = store.put(data)
+    s3 = dataclasses.replace(store.settings, access_key_id="", secret_access_key="")
+    spec = blob_store_spec(
+        IngestConfig(blobs=dataclasses.replace(IngestConfig().blobs, backend="s3", s3=s3))
+    )
+    assert spec["bucket"] == BUCKET
+    assert spec["endpoint_url"] == endpoint
+    assert KEY_ID not in str(spec)
+    assert SECRET not in str(spec)
+    monkeypatch.setenv("FLEETAL_BLOBS__S3__ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("FLEETAL_BLOBS__S3__SECRET_ACCESS_KEY", SECRET)
+    trainer_side = open_blob_store_spec(spec)
+    try:
+        assert isinstance(trainer_side, S3BlobStore)
+        assert trainer_side.get(ref) == data
+    finally:
+        trainer_side.close()
