@@ -554,7 +554,7 @@ def open_blob_store_spec(spec: Mapping[str, str]) -> BlobStore:
     if backend == "s3":
         s3 = {key: spec[key] for key in _S3_SPEC if spec.get(key)}
         # credentials from this process's environment, as the service takes its own:
-        # FLEETAL_BLOBS__S3__*, else AWS_* (else botocore's chain)
+        # FLEETAL_BLOBS__S3__ACCESS_KEY_ID and the rest, else AWS_* (else botocore's chain)
         env = dict(os.environ)
         config = load_ingest_config(data={"blobs": {"backend": "s3", "s3": s3}}, env=env)
         return S3BlobStore(apply_aws_environment(config, env).blobs.s3)
