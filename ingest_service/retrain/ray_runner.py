@@ -109,7 +109,11 @@ def _train_on_node(
                 ).returncode
             except subprocess.TimeoutExpired:
                 rc = None
-        files = {p.name: p.read_bytes() for p in job_dir.iterdir() if p.is_file()}
+        files = {
+            p.name: p.read_bytes()
+            for p in job_dir.iterdir()
+            if p.is_file() and p.name not in INPUTS  # the driver has those
+        }
         return {"rc": rc, "files": files, "node": socket.gethostname()}
 
 
@@ -185,8 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files: dict[str, bytes] = out["files"]
     node_log = files.pop("trainer.log", b"")
     for name, data in files.items():
-        if name not in INPUTS:
-            (job_dir / name).write_bytes(data)
+        (job_dir / name).write_bytes(data)
     sys.stdout.flush()
     sys.stdout.buffer.write(node_log)
     sys.stdout.flush()
