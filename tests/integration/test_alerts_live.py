@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from ingest_service.service import IngestService
 from tests.support.agent_process import REPO, spawn_agent
 from tests.support.ports import free_port
 from tests.support.tiny_models import build_camera, build_lidar
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +38,8 @@ json.dump({{'status': 'succeeded', 'metric': 0.5, 'labels_used': spec['labels'],
 FIRING = 'ALERTS{alertname="FleetalRetrainFailing", alertstate="firing", kind="camera"}'
 
 
-def _wait(what: str, ok: object, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(ok) and ok():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(what: str, ok: Callable[[], object], timeout_s: float = 90.0) -> None:
+    wait_until(what, ok, timeout_s, interval_s=0.5)
 
 
 def _agent(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:

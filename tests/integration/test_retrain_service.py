@@ -6,11 +6,10 @@ the scheduler does not depend on it)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -27,18 +26,14 @@ from ingest_service.registry import ModelRegistry
 from ingest_service.retrain import JobState, JobStore, RetrainPolicy
 from ingest_service.service import IngestService
 from schemas.signing import generate_keypair, load_public_key
+from tests.support.ports import free_port
 from tests.support.rollout_listener import listening
 from tests.support.tiny_models import build_lidar, lidar_props
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = RunnerConfig(providers=("CPUExecutionProvider",))
 DEADLINE_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _label(queue: LabelQueue, n: int) -> None:
@@ -53,7 +48,7 @@ def _label(queue: LabelQueue, n: int) -> None:
 
 def _config(tmp_path: Path) -> dict[str, object]:
     return {
-        "kafka": {"bootstrap_servers": [f"127.0.0.1:{_free_port()}"], "topic": "t"},
+        "kafka": {"bootstrap_servers": [f"127.0.0.1:{free_port()}"], "topic": "t"},
         "consumer": {"retry_initial_s": 0.2, "retry_max_s": 1.0},
         "queue": {"database": str(tmp_path / "queue.db")},
         "blobs": {"root": str(tmp_path / "blobs"), "fsync": False},
@@ -68,13 +63,8 @@ def _config(tmp_path: Path) -> dict[str, object]:
     }
 
 
-def _wait(what: str, ok: object, timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(ok) and ok():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(what: str, ok: Callable[[], object], timeout_s: float = DEADLINE_S) -> None:
+    wait_until(what, ok, timeout_s, interval_s=0.1)
 
 
 def test_the_service_recovers_then_schedules_and_reports(tmp_path: Path) -> None:
